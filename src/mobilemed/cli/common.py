@@ -1,0 +1,36 @@
+"""Arguments shared by several subcommands, and the one place that turns them into config objects."""
+from __future__ import annotations
+
+import argparse
+
+from mobilemed.data.sources import DataOptions
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("data", help="image folder, CSV manifest / NIH table, or MedMNIST name (e.g. pneumoniamnist)")
+    group.add_argument("--labels", dest="labels_csv", help="label table (CSV) for an image folder")
+    group.add_argument("--image-root", help="folder CSV image paths are relative to (default: the CSV's folder)")
+    group.add_argument("--image-column", help="CSV column with image paths (default: path/image/file/...)")
+    group.add_argument("--label-column", help="CSV column with one label per image")
+    group.add_argument("--label-columns", type=_comma_list, help="comma-separated multi-hot columns (multi-label)")
+    group.add_argument("--label-sep", help="separator of a joined multi-label string, e.g. '|'")
+    group.add_argument("--group-column", help="patient / group column: splits never separate a group")
+    group.add_argument("--split-column", help="column with train/val/test to use as given")
+    group.add_argument("--medmnist-size", type=int, default=28, choices=(28, 64, 128, 224))
+    group.add_argument("--val-fraction", type=float, default=0.1)
+    group.add_argument("--test-fraction", type=float, default=0.2)
+    group.add_argument("--split-seed", type=int, default=0)
+    group.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images instead of stopping")
+
+
+def data_options(args) -> DataOptions:
+    return DataOptions(labels_csv=args.labels_csv, image_root=args.image_root, image_column=args.image_column,
+                       label_column=args.label_column, label_columns=args.label_columns, label_sep=args.label_sep,
+                       group_column=args.group_column, split_column=args.split_column,
+                       medmnist_size=args.medmnist_size, val_fraction=args.val_fraction,
+                       test_fraction=args.test_fraction, seed=args.split_seed)
+
+
+def _comma_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]

@@ -1,0 +1,79 @@
+"""mobilemed evaluate CHECKPOINT DATA: metrics with CIs, JSON and plots for one split."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mobilemed.cli.common import add_data_arguments, data_options
+from mobilemed.errors import MobilemedError
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("checkpoint", help="best.pt from a run folder")
+    add_data_arguments(parser)
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--out", help="folder for metrics.json and plots (default: <checkpoint folder>/eval-<split>)")
+    parser.add_argument("--n-bootstrap", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args) -> int:
+    from mobilemed.data.cache import decoded_images
+    from mobilemed.data.sources import load_table
+    from mobilemed.evaluation.metrics import compute_metrics, format_summary
+    from mobilemed.inference import Predictor
+
+    predictor = Predictor.from_checkpoint(args.checkpoint)
+    spec = predictor.spec
+    table = load_table(args.data, data_options(args))
+    check_compatible(table, spec, args.data)
+    part = table.split(args.split)
+    if len(part) == 0:
+        raise MobilemedError(f"{args.data} has no {args.split} split; choose --split train/val/test")
+    images, keep = decoded_images(part, spec.image_size, skip_bad=args.skip_bad, progress=not args.quiet)
+    part = part.subset(keep)
+    labels = remap_labels(part, spec)
+    result = predictor.predict_images(np.asarray(images), list(part.paths))
+    report = compute_metrics(labels, result.probabilities, task=spec.task, class_names=spec.class_names,
+                             thresholds=spec.thresholds, n_bootstrap=args.n_bootstrap, seed=args.seed)
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{args.split}"
+    write_evaluation(out, report, labels, result, spec)
+    print(format_summary(report.to_dict()))
+    print(f"\nwrote {out / 'metrics.json'} and plots")
+    return 0
+
+
+def check_compatible(table, spec, data: str) -> None:
+    """The data must be the model's task, and every label must be one the model knows."""
+    if table.task != spec.task and not (table.task == "binary" and spec.task == "multiclass"):
+        raise MobilemedError(f"{data} is a {table.task} task but the checkpoint is a {spec.task} model for "
+                             f"{spec.class_names}; evaluate it on data with the same task")
+    unknown = [n for n in table.class_names if n not in spec.class_names]
+    if unknown:
+        raise MobilemedError(f"{data} has label {unknown[0]!r}, which the model does not know; "
+                             f"the model's classes are: {', '.join(spec.class_names)}")
+
+
+def remap_labels(table, spec) -> np.ndarray:
+    """The table's labels in the checkpoint's class order (folders may list classes differently)."""
+    if table.is_multilabel:
+        order = [table.class_names.index(n) if n in table.class_names else None for n in spec.class_names]
+        missing = [spec.class_names[i] for i, o in enumerate(order) if o is None]
+        if missing:
+            raise MobilemedError(f"the data has no column for the model's finding {missing[0]!r}")
+        return table.labels[:, order].astype(np.int64)
+    mapping = np.array([spec.class_names.index(n) for n in table.class_names])
+    return mapping[table.labels.astype(np.int64)]
+
+
+def write_evaluation(out: Path, report, labels, result, spec) -> None:
+    from mobilemed.evaluation.plots import plot_confusion, plot_roc, save_figure
+    from mobilemed.training.run_folder import write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = report.to_dict()
+    write_json(out / "metrics.json", data)
+    save_figure(plot_roc(labels, result.probabilities, spec.task, spec.class_names).figure, out / "roc.png")
+    if data.get("confusion_matrix") is not None:
+        save_figure(plot_confusion(np.asarray(data["confusion_matrix"]), spec.class_names).figure, out / "confusion.png")

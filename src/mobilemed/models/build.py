@@ -1,0 +1,87 @@
+"""Build a classifier from a spec: stock torchvision backbone, stem and head surgery, freezing."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mobilemed.models.registry import ALIASES, get_backbone
+from mobilemed.spec import ModelSpec
+
+
+class Backbone(nn.Module):
+    """features -> global average pool -> (B, D); for MobileNetV3 also its pretrained pre-logits."""
+
+    def __init__(self, tv_model: nn.Module, pre_logits: bool):
+        super().__init__()
+        self.features = tv_model.features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        # V3's classifier is Linear -> Hardswish -> Dropout -> Linear; the first two are pretrained
+        # features in their own right, so they stay with the backbone and only the last Linear goes.
+        self.pre_logits = nn.Sequential(*tv_model.classifier[:2]) if pre_logits else nn.Identity()
+        last = tv_model.classifier[-1]
+        self.num_features = last.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, D)
+        return self.pre_logits(torch.flatten(self.pool(self.features(x)), 1))
+
+
+class MobileNetClassifier(nn.Module):
+    """Backbone + Dropout/Linear head. A frozen backbone stays in eval mode, so its BatchNorm
+    running statistics never drift while the head trains."""
+
+    def __init__(self, backbone: Backbone, num_outputs: int, dropout: float):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(backbone.num_features, num_outputs))
+        self.backbone_frozen = False
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_outputs) logits
+        return self.head(self.backbone(x))
+
+    def freeze_backbone(self, frozen: bool = True) -> "MobileNetClassifier":
+        self.backbone_frozen = frozen
+        for p in self.backbone.parameters():
+            p.requires_grad_(not frozen)
+        self.train(self.training)
+        return self
+
+    def train(self, mode: bool = True) -> "MobileNetClassifier":
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
+
+
+def adapt_stem_to_gray(tv_model: nn.Module) -> None:
+    """Replace the first 3-channel conv by a 1-channel one whose kernel is the sum over RGB
+    (timm's adapt_input_conv): a gray image g gives the response the RGB image (g, g, g) would."""
+    conv = tv_model.features[0][0]
+    gray = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
+    with torch.no_grad():
+        gray.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+        if conv.bias is not None:
+            gray.bias.copy_(conv.bias)
+    tv_model.features[0][0] = gray
+
+
+def build_model(spec: ModelSpec, backbone_state: dict | None = None) -> MobileNetClassifier:
+    """A classifier for `spec`. backbone_state: a state_dict for the stock torchvision model
+    (ImageNet weights), loaded before stem and head surgery; None leaves random initialisation."""
+    info = get_backbone(spec.arch)
+    tv_model = info.build()
+    if backbone_state is not None:
+        try:
+            tv_model.load_state_dict(backbone_state)
+        except RuntimeError as err:
+            from mobilemed.errors import MobilemedError
+
+            first = str(err).splitlines()[0:2]
+            raise MobilemedError(
+                f"the weights do not fit {ALIASES.get(spec.arch, spec.arch)}: {' '.join(first)}; "
+                "pass weights made for this architecture or choose the matching --arch") from None
+    if spec.in_chans == 1:
+        adapt_stem_to_gray(tv_model)
+    return MobileNetClassifier(Backbone(tv_model, info.pre_logits), spec.num_outputs, spec.dropout)

@@ -1,0 +1,99 @@
+"""The pieces the training story is told with: losses, optimizers, one epoch, predictions."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mobilemed.data.transforms import augment_batch, to_model_input
+from mobilemed.spec import ModelSpec
+
+
+def make_loss(task: str, train_labels: np.ndarray, weighting: str) -> nn.Module:
+    """BCE-with-logits for binary and multi-label, cross-entropy for multi-class; "balanced"
+    weighting scales positives by negatives/positives (per finding) or classes by inverse frequency."""
+    balanced = weighting == "balanced"
+    if task == "multiclass":
+        counts = np.bincount(train_labels.astype(np.int64), minlength=int(train_labels.max()) + 1)
+        weight = counts.sum() / (len(counts) * np.maximum(counts, 1)) if balanced else None
+        return nn.CrossEntropyLoss(weight=None if weight is None else torch.tensor(weight, dtype=torch.float32))
+    positives = train_labels.reshape(len(train_labels), -1).sum(axis=0)
+    pos_weight = (len(train_labels) - positives) / np.maximum(positives, 1)
+    # Rare findings would get weights in the hundreds; capping keeps the gradients sane.
+    pos_weight = np.clip(pos_weight, 0.1, 50.0)
+    return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, dtype=torch.float32) if balanced else None)
+
+
+def loss_targets(labels: np.ndarray, task: str) -> torch.Tensor:
+    """Labels in the shape and dtype the loss expects: (B, 1) / (B,) long / (B, K) float."""
+    if task == "binary":
+        return torch.as_tensor(labels, dtype=torch.float32).view(-1, 1)
+    if task == "multiclass":
+        return torch.as_tensor(labels, dtype=torch.long)
+    return torch.as_tensor(labels, dtype=torch.float32)
+
+
+def build_optimizer(params, *, name: str, lr: float, weight_decay: float):
+    cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+    return cls(params, lr=lr, weight_decay=weight_decay if name == "adamw" else 0.0)
+
+
+def build_scheduler(optimizer, *, name: str, epochs: int, steps_per_epoch: int):
+    """Stepped once per batch. cosine: linear warm-up over the first 3% of steps, then cosine to 0."""
+    total = max(1, epochs * steps_per_epoch)
+    if name == "onecycle":
+        max_lrs = [group["lr"] for group in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=total)
+    if name == "cosine":
+        warmup = max(1, int(0.03 * total))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def image_batches(images: np.ndarray, labels: np.ndarray, spec: ModelSpec, *, batch_size: int,
+                  generator: torch.Generator, augment: bool):
+    """Shuffled (x (B, C, S, S), y) batches from cached uint8 pixels; no image is decoded again."""
+    order = torch.randperm(len(images), generator=generator).numpy()
+    for start in range(0, len(order), batch_size):
+        index = np.sort(order[start:start + batch_size])  # sorted reads are kinder to a memory map
+        x = to_model_input(np.asarray(images[index]), spec)
+        if augment:
+            x = augment_batch(x, generator)
+        yield x.contiguous(memory_format=torch.channels_last), loss_targets(labels[index], spec.task)
+
+
+def feature_batches(features: torch.Tensor, labels: np.ndarray, task: str, *, batch_size: int,
+                    generator: torch.Generator):
+    order = torch.randperm(len(features), generator=generator)
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        yield features[index], loss_targets(labels[index.numpy()], task)
+
+
+def train_one_epoch(module: nn.Module, batches, loss_fn, optimizer, scheduler, *, total: int,
+                    ema=None, desc: str = "train", progress: bool = True) -> float:
+    """One pass over `batches`; returns the mean training loss."""
+    module.train()
+    running, seen = 0.0, 0
+    bar = tqdm(batches, total=total, desc=desc, disable=not progress, leave=False, unit="batch")
+    for x, y in bar:
+        loss = loss_fn(module(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(module)
+        running += loss.item() * len(x)
+        seen += len(x)
+        bar.set_postfix(loss=f"{running / seen:.4f}")
+    return running / max(seen, 1)

@@ -1,0 +1,99 @@
+"""The run folder is the lab notebook: config, split, versions, history, metrics, checkpoints, plots."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from mobilemed.data.table import ImageTable
+from mobilemed.fsutil import atomic_write
+
+PACKAGES = ("mobilemed", "torch", "torchvision", "numpy", "scikit-learn", "scipy", "pydicom", "medmnist",
+            "onnxruntime", "pillow", "matplotlib")
+
+
+def default_run_dir(data: str, mode: str) -> Path:
+    name = Path(data).name.removesuffix(".csv") or "data"
+    return Path("runs") / f"{name}-{mode}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def write_json(path: Path, data) -> None:
+    with atomic_write(path) as handle:
+        json.dump(data, handle, indent=2, default=_json_default)
+        handle.write("\n")
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_config(run_dir: Path, config: dict, spec: dict) -> None:
+    with atomic_write(run_dir / "config.yaml") as handle:
+        yaml.safe_dump({"config": config, "spec": spec}, handle, sort_keys=False)
+    write_json(run_dir / "spec.json", spec)
+
+
+def write_versions(run_dir: Path, seed: int) -> None:
+    import torch
+
+    versions = {name: _version(name) for name in PACKAGES}
+    versions.update(python=sys.version.split()[0], platform=platform.platform(), seed=seed,
+                    torch_threads=torch.get_num_threads(), git_sha=_git_sha(), command=" ".join(sys.argv))
+    write_json(run_dir / "versions.json", versions)
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_split(run_dir: Path, table: ImageTable) -> None:
+    """split.csv: one row per image with its split, group and label(s)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    if table.is_multilabel:
+        writer.writerow(["path", "split", "group", *table.class_names])
+        for i in range(len(table)):
+            writer.writerow([table.paths[i], table.splits[i], _group(table, i),
+                             *[int(v) for v in table.labels[i]]])
+    else:
+        writer.writerow(["path", "split", "group", "label"])
+        for i in range(len(table)):
+            writer.writerow([table.paths[i], table.splits[i], _group(table, i),
+                             table.class_names[int(table.labels[i])]])
+    with atomic_write(run_dir / "split.csv") as handle:
+        handle.write(buffer.getvalue())
+
+
+def _group(table: ImageTable, i: int) -> str:
+    return "" if table.groups is None else str(table.groups[i])
+
+
+def write_predictions(run_dir: Path, split: str, files, y_true, y_prob, logits, spec) -> None:
+    with atomic_write(run_dir / f"predictions_{split}.npz", "wb") as handle:
+        np.savez(handle, files=np.asarray(files, dtype=str), y_true=y_true, y_prob=y_prob, logits=logits,
+                 class_names=np.asarray(spec.class_names, dtype=str), task=np.asarray(spec.task))

@@ -1,0 +1,77 @@
+"""One contract, run over every registry entry (timm-style)."""
+import pytest
+import torch
+
+from mobilemed.models import BACKBONES, build_model
+from mobilemed.spec import ModelSpec
+
+
+def _spec(arch, in_chans=3, task="multiclass", classes=("a", "b", "c")):
+    mean, std = ((0.45,), (0.225,)) if in_chans == 1 else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    return ModelSpec(arch=arch, class_names=list(classes), task=task, image_size=64, in_chans=in_chans,
+                     mean=mean, std=std)
+
+
+@pytest.mark.parametrize("arch", sorted(BACKBONES))
+def test_forward_backward_gradients(arch):
+    torch.manual_seed(0)
+    model = build_model(_spec(arch)).train()
+    logits = model(torch.randn(2, 3, 64, 64))
+    assert logits.shape == (2, 3)
+    logits.sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"parameters without gradient: {missing[:5]}"
+
+
+@pytest.mark.parametrize("arch", sorted(BACKBONES))
+def test_frozen_backbone_gets_no_gradient_and_stays_in_eval(arch):
+    model = build_model(_spec(arch, task="binary", classes=("neg", "pos"))).freeze_backbone()
+    model.train()
+    assert not model.backbone.training and model.head.training
+    bn = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    model(torch.randn(4, 3, 64, 64)).sum().backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert all(p.grad is not None for p in model.head.parameters())
+    assert torch.equal(bn.running_mean, before), "frozen BatchNorm statistics drifted"
+
+
+@pytest.mark.parametrize("arch", sorted(BACKBONES))
+def test_one_channel_input_and_any_resolution(arch):
+    model = build_model(_spec(arch, in_chans=1)).eval()
+    for size in (32, 96):
+        assert model(torch.randn(1, 1, size, size)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("arch", sorted(BACKBONES))
+def test_cam_layer_exists_and_is_spatial(arch):
+    model = build_model(_spec(arch)).eval()
+    layer = model.get_submodule(BACKBONES[arch].cam_layer)
+    seen = {}
+    handle = layer.register_forward_hook(lambda m, i, o: seen.update(shape=o.shape))
+    model(torch.randn(1, 3, 64, 64))
+    handle.remove()
+    assert len(seen["shape"]) == 4 and seen["shape"][-1] == 2  # 64 px / 32 = a 2x2 map
+
+
+def test_gray_stem_matches_rgb_replicated_input():
+    """The 1-channel stem is the RGB stem summed over channels: gray g acts like (g, g, g)."""
+    from mobilemed.models.build import adapt_stem_to_gray
+    from torchvision.models import mobilenet_v2
+
+    torch.manual_seed(0)
+    rgb = mobilenet_v2().eval()
+    conv_rgb = rgb.features[0][0]
+    gray = mobilenet_v2().eval()
+    gray.features[0][0].weight.data.copy_(conv_rgb.weight.data)
+    adapt_stem_to_gray(gray)
+    x = torch.rand(1, 1, 32, 32)
+    assert torch.allclose(conv_rgb(x.repeat(1, 3, 1, 1)), gray.features[0][0](x), atol=1e-5)
+
+
+def test_imagenet_weights_load_and_classify_like_imagenet(shared):
+    """The shared ImageNet weights load into the registry's mobilenet_v2 with every key matching."""
+    state = torch.load(shared / "weights/mobilenet_v2_imagenet.pth", weights_only=True)
+    model = build_model(_spec("mobilenet_v2", task="binary", classes=("n", "p")), state).eval()
+    first = model.backbone.features[0][0].weight
+    assert torch.equal(first, state["features.0.0.weight"])

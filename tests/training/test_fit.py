@@ -1,0 +1,92 @@
+"""main([...]) end to end on small data: the run folder is the lab notebook."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mobilemed.checkpoint import load_checkpoint
+from mobilemed.cli.main import main
+
+SCRATCH = ["--mode", "scratch", "--weights", "none", "--arch", "mobilenet_v3_small", "--image-size", "32",
+           "--batch-size", "16", "--no-gallery", "--n-bootstrap", "50"]
+
+
+def test_scratch_run_writes_the_whole_notebook(blob_folder, tmp_path):
+    run = tmp_path / "run"
+    assert main(["--quiet", "train", str(blob_folder), "--out", str(run), "--epochs", "2", *SCRATCH]) == 0
+    for name in ("config.yaml", "split.csv", "versions.json", "history.json", "metrics.json", "spec.json",
+                 "best.pt", "last.pt", "predictions_val.npz", "predictions_test.npz", "report.html"):
+        assert (run / name).exists(), name
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["config"]["epochs"] == 2 and config["spec"]["task"] == "binary"
+    versions = json.loads((run / "versions.json").read_text())
+    assert versions["torch"].startswith("2.") and versions["seed"] == 0
+    assert len(json.loads((run / "history.json").read_text())) == 2
+    split = (run / "split.csv").read_text().splitlines()
+    assert split[0] == "path,split,group,label" and len(split) == 1 + 72
+    model, spec = load_checkpoint(run / "best.pt")  # weights_only inside
+    assert spec.class_names == ["normal", "pneumonia"] and spec.in_chans == 1 and len(spec.thresholds) == 1
+    test = np.load(run / "predictions_test.npz")
+    assert test["y_prob"].shape == (24,) and ((test["y_prob"] >= 0) & (test["y_prob"] <= 1)).all()
+
+
+def test_resume_continues_from_last_checkpoint(blob_folder, tmp_path):
+    run = tmp_path / "run"
+    assert main(["--quiet", "train", str(blob_folder), "--out", str(run), "--epochs", "1", "--patience", "0",
+                 *SCRATCH]) == 0
+    first = json.loads((run / "history.json").read_text())
+    assert main(["--quiet", "train", str(blob_folder), "--out", str(run), "--epochs", "3", "--patience", "0",
+                 "--resume", *SCRATCH]) == 0
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[0]["train_loss"] == pytest.approx(first[0]["train_loss"])
+
+
+def test_threshold_does_not_depend_on_test_labels(blob_folder, tmp_path):
+    """Swap the test labels: the operating threshold (chosen on validation) must not move."""
+    flipped = tmp_path / "flipped"
+    shutil.copytree(blob_folder, flipped)
+    (flipped / "test" / "normal").rename(flipped / "test" / "tmp")
+    (flipped / "test" / "pneumonia").rename(flipped / "test" / "normal")
+    (flipped / "test" / "tmp").rename(flipped / "test" / "pneumonia")
+    specs = []
+    for data, out in ((blob_folder, tmp_path / "a"), (flipped, tmp_path / "b")):
+        assert main(["--quiet", "train", str(data), "--out", str(out), "--epochs", "2", *SCRATCH]) == 0
+        specs.append(json.loads((out / "spec.json").read_text()))
+    assert specs[0]["thresholds"] == specs[1]["thresholds"]
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())["test"]
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())["test"]
+    assert a["accuracy"]["value"] == pytest.approx(1 - b["accuracy"]["value"])
+
+
+def test_linear_probe_onnx_features_match_torch(imagenet_cache):
+    from mobilemed.assets import load_imagenet_state
+    from mobilemed.data.medmnist_source import load_medmnist
+    from mobilemed.models import build_model
+    from mobilemed.spec import GRAY_MEAN, GRAY_STD, ModelSpec
+    from mobilemed.training.features import _onnx_runner, _torch_runner
+    from mobilemed.data.transforms import to_model_input
+
+    table = load_medmnist("pneumoniamnist")
+    spec = ModelSpec(arch="mobilenet_v2", class_names=table.class_names, task="binary", image_size=64, in_chans=1,
+                     mean=GRAY_MEAN, std=GRAY_STD)
+    backbone = build_model(spec, load_imagenet_state("mobilenet_v2")).backbone.eval()
+    x = to_model_input(table.images[:16], spec)
+    onnx_features = _onnx_runner(backbone, spec)(x)
+    torch_features = _torch_runner(backbone)(x)
+    assert onnx_features.shape == (16, 1280)
+    np.testing.assert_allclose(onnx_features, torch_features, atol=1e-4)
+
+
+def test_linear_probe_on_pneumoniamnist_learns(imagenet_cache, tmp_path):
+    """Real data, real ImageNet weights: the tutorial's method on PneumoniaMNIST beats chance by far."""
+    run = tmp_path / "probe"
+    assert main(["--quiet", "train", "pneumoniamnist", "--out", str(run), "--epochs", "3", "--no-gallery",
+                 "--n-bootstrap", "100"]) == 0
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    assert test["auroc_macro"]["value"] > 0.85
+    lo, hi = test["auroc_macro"]["ci"]
+    assert lo < test["auroc_macro"]["value"] < hi
