@@ -168,6 +168,7 @@ def _record(entry_path: Path, **fields) -> None:
 def add_medmnist_file(source: Path) -> Path:
     """Copy an official MedMNIST .npz into the cache after checking its md5 against medmnist's INFO."""
     name, size = _parse_medmnist_filename(source.name)
+    _require_file(source)
     _, md5 = _medmnist_md5(name, size)
     actual = file_digest(source, "md5")
     if actual != md5:
@@ -195,6 +196,7 @@ def add_weights_file(source: Path, arch: str) -> Path:
 
     from mobilemed.models.registry import get_backbone
 
+    _require_file(source)
     try:
         state = torch.load(source, map_location="cpu", weights_only=True)
         get_backbone(arch).build().load_state_dict(state)
@@ -208,9 +210,13 @@ def add_weights_file(source: Path, arch: str) -> Path:
     return target
 
 
-def _copy_atomic(source: Path, target: Path) -> None:
+def _require_file(source: Path) -> None:
     if not source.is_file():
-        raise MobilemedError(f"{source} does not exist or is not a file")
+        raise MobilemedError(f"{source} does not exist or is not a file; check the path")
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    _require_file(source)
     with open(source, "rb") as src, atomic_write(target, "wb") as dst:
         shutil.copyfileobj(src, dst)
 

@@ -21,6 +21,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--val-fraction", type=float, default=0.1)
     group.add_argument("--test-fraction", type=float, default=0.2)
     group.add_argument("--split-seed", type=int, default=0)
+    group.add_argument("--resplit", action="store_true",
+                       help="ignore the data's own split (train/valid/test folders, split column) and make a fresh "
+                            "patient-grouped, stratified one (--val-fraction, --test-fraction, --split-seed)")
     group.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images instead of stopping")
 
 
@@ -29,7 +32,8 @@ def data_options(args) -> DataOptions:
                        label_column=args.label_column, label_columns=args.label_columns, label_sep=args.label_sep,
                        group_column=args.group_column, split_column=args.split_column,
                        medmnist_size=args.medmnist_size, val_fraction=args.val_fraction,
-                       test_fraction=args.test_fraction, seed=args.split_seed)
+                       test_fraction=args.test_fraction, seed=args.split_seed,
+                       resplit=args.resplit)
 
 
 def _comma_list(value: str) -> list[str]:

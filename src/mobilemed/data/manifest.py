@@ -31,7 +31,7 @@ def read_manifest(csv_path: Path, options, *, image_root: str | None = None) -> 
     _require_columns(frame, csv_path, [image_column, options.group_column, options.split_column,
                                        options.label_column, *(options.label_columns or [])])
     labels, class_names, task = _read_labels(frame, csv_path, options)
-    paths = np.array([str(_resolve(root, p)) for p in frame[image_column]], dtype=object)
+    paths = np.array(_resolve_all(root, frame[image_column]), dtype=object)
     return ImageTable(paths=paths, labels=labels, class_names=class_names, task=task,
                       splits=_read_splits(frame, csv_path, options.split_column),
                       groups=frame[options.group_column].to_numpy(object) if options.group_column else None,
@@ -91,6 +91,26 @@ def _read_splits(frame, csv_path: Path, split_column: str | None) -> np.ndarray:
     return raw.map(SPLIT_VALUES).to_numpy(object)
 
 
-def _resolve(root: Path, value: str) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else root / path
+def _resolve_all(root: Path, values) -> list[str]:
+    """Paths relative to root. A manifest written on another machine often carries a different top
+    folder ("NIH1000/train/x.png" for root/train/x.png): a missing path is then found by its file
+    name under root, when exactly one file has that name."""
+    by_name = None
+    resolved = []
+    for value in values:
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else root / path
+        if not path.exists():
+            by_name = _index_by_name(root) if by_name is None else by_name
+            path = by_name.get(path.name, path)  # still missing: read_image names it later
+        resolved.append(str(path))
+    return resolved
+
+
+def _index_by_name(root: Path) -> dict[str, Path]:
+    index, repeated = {}, set()
+    for file in root.rglob("*"):
+        if file.name in index:
+            repeated.add(file.name)
+        index[file.name] = file
+    return {name: path for name, path in index.items() if name not in repeated}

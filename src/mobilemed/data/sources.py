@@ -3,7 +3,7 @@ MedMNIST by name. Then make sure train/val/test exist (patient-grouped when grou
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,18 +33,27 @@ class DataOptions:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     seed: int = 0
+    resplit: bool = False  # drop the source's own splits (folders, split column) and split afresh
 
 
 def load_table(data: str, options: DataOptions | None = None) -> ImageTable:
     """Read `data` (folder, CSV file, or MedMNIST name) and give every row a split."""
     options = options or DataOptions()
-    table = _read_source(data, options)
+    table = read_source(data, options)
     if len(table) == 0:
         raise MobilemedError(f"{data}: no images found")
+    if options.resplit:
+        table = without_splits(table)
     return complete_splits(table, options)
 
 
-def _read_source(data: str, options: DataOptions) -> ImageTable:
+def without_splits(table: ImageTable) -> ImageTable:
+    """The same rows with no split assigned, so complete_splits makes a fresh grouped, stratified split."""
+    return replace(table, splits=np.full(len(table), "", dtype=object))
+
+
+def read_source(data: str, options: DataOptions) -> ImageTable:
+    """The rows `data` names, with the splits the source itself gives (folders, split column) and no others."""
     path = Path(data).expanduser()
     csv = Path(options.labels_csv) if options.labels_csv else (path if path.suffix.lower() == ".csv" else None)
     if csv is not None:

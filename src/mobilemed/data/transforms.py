@@ -30,7 +30,10 @@ def match_channels(images: np.ndarray, in_chans: int) -> np.ndarray:
 
 def to_model_input(images: np.ndarray, spec: ModelSpec) -> torch.Tensor:
     """(N, H, W[, C]) uint8 -> (N, in_chans, S, S) float32 normalised by spec.mean / spec.std."""
-    x = torch.from_numpy(match_channels(np.ascontiguousarray(images), spec.in_chans))
+    pixels = match_channels(np.ascontiguousarray(images), spec.in_chans)
+    if not pixels.flags.writeable:  # memory-mapped caches are read-only; torch wants a writable buffer
+        pixels = pixels.copy()
+    x = torch.from_numpy(pixels)
     x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (N, C, H, W) in [0, 1]
     if x.shape[-1] != spec.image_size or x.shape[-2] != spec.image_size:
         x = F.interpolate(x, size=(spec.image_size, spec.image_size), mode="bilinear",

@@ -14,14 +14,16 @@ from mobilemed.batch_predict import predict_logits
 log = logging.getLogger(__name__)
 
 
-def finish_run(run_dir: Path, model, spec: ModelSpec, data: dict, config, history: list, *, seconds: float) -> dict:
+def finish_run(run_dir: Path, model, spec: ModelSpec, data: dict, config, history: list, *, seconds: float,
+               logits: dict | None = None) -> dict:
     """Choose temperature and thresholds on validation only, store them in best.pt's spec, then
-    evaluate the test split once. Returns the metrics dict written to metrics.json."""
+    evaluate the test split once. `logits` may carry the val/test logits already computed (the linear
+    probe has them from cached features). Returns the metrics dict written to metrics.json."""
     from mobilemed.evaluation.calibration import fit_temperature, probabilities_from_logits
     from mobilemed.evaluation.thresholds import choose_thresholds
 
-    logits = {s: predict_logits(model, d.images, spec, tta=spec.tta, progress=config.progress)
-              for s, d in data.items() if len(d.images)}
+    logits = logits or {s: predict_logits(model, d.images, spec, tta=spec.tta, progress=config.progress)
+                        for s, d in data.items() if s != "train" and len(d.images)}
     val = data["val"]
     if config.calibrate:
         spec.temperature = float(fit_temperature(logits["val"], val.labels, task=spec.task))

@@ -51,9 +51,8 @@ def fit(config: TrainConfig) -> Path:
     images, keep = decoded_images(table, image_size, skip_bad=config.skip_bad, progress=config.progress)
     table = table.subset(keep)
     spec = make_spec(config, table, in_chans=1 if images.ndim == 3 else 3, image_size=image_size)
-    data = {s: SplitData(np.asarray(images[table.splits == s]) if table.images is None else images[table.splits == s],
-                         table.labels[table.splits == s], table.paths[table.splits == s])
-            for s in ("train", "val", "test")}
+    data = {s: SplitData(np.asarray(images[table.splits == s]), table.labels[table.splits == s],
+                         table.paths[table.splits == s]) for s in ("train", "val", "test")}
     _write_run_start(run_dir, config, spec, table)
     model = build_model(spec, backbone_state(config))
     resume = _resume_state(run_dir, spec) if config.resume else None
@@ -62,8 +61,19 @@ def fit(config: TrainConfig) -> Path:
     best_state, history = train(model, spec, data, config, run_dir, resume)
     model.load_state_dict(best_state)
     log.info("training took %.1f s", time.perf_counter() - started)
-    finish_run(run_dir, model, spec, data, config, history, seconds=time.perf_counter() - started)
+    logits = probe_logits(model, spec, data, config) if config.mode == "linear-probe" else None
+    finish_run(run_dir, model, spec, data, config, history, seconds=time.perf_counter() - started, logits=logits)
     return run_dir
+
+
+def probe_logits(model, spec: ModelSpec, data: dict, config: TrainConfig) -> dict:
+    """Val/test logits of a linear probe from its cached features: no second pass over the images."""
+    from mobilemed.training.features import frozen_features
+
+    with torch.inference_mode():
+        return {s: model.head.eval()(torch.from_numpy(frozen_features(model.backbone, d.images, spec,
+                                                                      progress=config.progress))).numpy()
+                for s, d in data.items() if s != "train" and len(d.images)}
 
 
 def seed_everything(seed: int) -> None:

@@ -1,0 +1,80 @@
+"""mobilemed explain CHECKPOINT IMAGES...: Grad-CAM overlays (PNG) for the predicted or a chosen class."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mobilemed.errors import MobilemedError
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("checkpoint", help="best.pt from a run folder")
+    parser.add_argument("images", nargs="+", help="image / DICOM files or folders")
+    parser.add_argument("--class", dest="target_class", metavar="NAME",
+                        help="class (multi-label: finding) to explain; default: the predicted class "
+                             "(multi-label: the most probable finding)")
+    parser.add_argument("--out", default="gradcam", help="folder for the overlays (default: ./gradcam)")
+
+
+def run(args) -> int:
+    from mobilemed.data.transforms import to_model_input
+    from mobilemed.explain.gradcam import compute_gradcam, save_overlay
+    from mobilemed.inference import Predictor, expand_inputs
+    from mobilemed.io.images import read_image
+
+    predictor = Predictor.from_checkpoint(args.checkpoint)
+    spec = predictor.spec
+    chosen = class_index(spec, args.target_class)
+    files = expand_inputs(args.images)
+    out_dir = Path(args.out)
+    for file, png in zip(files, output_names(files)):
+        image = read_image(file, size=spec.image_size)  # (H, W) or (H, W, 3) uint8
+        prediction = predictor.predict_images(image[None], [file])
+        probs, predicted = prediction.probabilities[0], prediction.labels[0]
+        target = default_target(spec, probs) if chosen is None else chosen
+        prob = target_probability(spec, probs, target)
+        heatmap = compute_gradcam(predictor.model, to_model_input(image[None], spec), spec=spec,
+                                  target_classes=[target])[0]
+        explained = f"Grad-CAM for {spec.class_names[target]} (p = {prob:.2f})"
+        save_overlay(out_dir / png, image, heatmap, title=f"{Path(file).name}   predicted: {predicted}\n{explained}")
+        print(f"{file}: predicted {predicted}; {explained} -> {out_dir / png}")
+    print(f"wrote {len(files)} overlay(s) to {out_dir}")
+    return 0
+
+
+def class_index(spec, name: str | None) -> int | None:
+    """Index of --class NAME (exact, else case-insensitive), None when not given."""
+    if name is None:
+        return None
+    if name in spec.class_names:
+        return spec.class_names.index(name)
+    folded = [i for i, n in enumerate(spec.class_names) if n.casefold() == name.casefold()]
+    if len(folded) == 1:
+        return folded[0]
+    raise MobilemedError(f"--class {name!r} is not a class of this model; choose one of: "
+                         f"{', '.join(spec.class_names)}")
+
+
+def default_target(spec, probs: np.ndarray) -> int:
+    """The predicted class: binary by the stored threshold, multiclass argmax, multilabel the top finding."""
+    if spec.task == "binary":
+        return int(float(np.ravel(probs)[0]) >= spec.thresholds[0])
+    return int(np.argmax(probs))
+
+
+def target_probability(spec, probs: np.ndarray, target: int) -> float:
+    if spec.task == "binary":
+        p = float(np.ravel(probs)[0])
+        return p if target == 1 else 1 - p
+    return float(probs[target])
+
+
+def output_names(files: list[str]) -> list[str]:
+    """<stem>_gradcam.png, numbered when two inputs share a stem (e.g. the same name in two folders)."""
+    names, seen = [], {}
+    for file in files:
+        stem = Path(file).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(f"{stem}_gradcam.png" if seen[stem] == 1 else f"{stem}_{seen[stem]}_gradcam.png")
+    return names

@@ -1,0 +1,151 @@
+"""Reading a run folder (see COMMON.md) for the report and run comparison: every piece but one is optional."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mobilemed.errors import MobilemedError
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Predictions:
+    """One split's saved predictions (predictions_<split>.npz)."""
+
+    files: np.ndarray     # (N,) str
+    y_true: np.ndarray    # (N,) int or (N, K) int
+    y_prob: np.ndarray    # (N,) or (N, K)
+    class_names: list[str]
+    task: str
+
+
+@dataclass
+class RunData:
+    path: Path
+    config: dict | None = None       # config.yaml: {"config": ..., "spec": ...}
+    spec: dict | None = None         # spec.json
+    metrics: dict = field(default_factory=dict)  # {"val": ..., "test": ...}
+    history: list | None = None
+    versions: dict | None = None
+    split_rows: list[dict] | None = None
+    predictions: dict[str, Predictions] = field(default_factory=dict)
+    gallery: list[dict] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.resolve().name
+
+    def eval_split(self) -> str | None:
+        """The split the report shows: test when present, else validation."""
+        return next((s for s in ("test", "val") if s in self.predictions or s in self.metrics), None)
+
+
+def load_predictions(run_dir, split: str = "test") -> Predictions:
+    path = Path(run_dir) / f"predictions_{split}.npz"
+    if not path.is_file():
+        raise MobilemedError(f"{path} does not exist: is {run_dir} a finished run folder? "
+                             f"(training writes predictions_{split}.npz at the end of a run)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return Predictions(np.asarray(data["files"]).astype(str), np.asarray(data["y_true"]),
+                               np.asarray(data["y_prob"], dtype=float),
+                               [str(c) for c in np.asarray(data["class_names"])], str(data["task"]))
+    except (KeyError, ValueError, OSError) as err:
+        raise MobilemedError(f"{path} is not a readable predictions file ({err}); re-run training or "
+                             f"evaluation to rewrite it") from err
+
+
+def load_run(run_dir) -> RunData:
+    """Everything the report can use; raises MobilemedError when there is nothing to report on."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise MobilemedError(f"run folder {path} does not exist; pass the folder a training run wrote")
+    run = RunData(path=path, config=_yaml(path / "config.yaml"), spec=_json(path / "spec.json"),
+                  metrics=_metrics(path / "metrics.json"), history=_json(path / "history.json"),
+                  versions=_json(path / "versions.json"), split_rows=_split_rows(path / "split.csv"),
+                  gallery=_json(path / "gallery" / "gallery.json"))
+    for split in ("val", "test"):
+        if (path / f"predictions_{split}.npz").is_file():
+            run.predictions[split] = load_predictions(path, split)
+    if not run.predictions and not run.metrics:
+        raise MobilemedError(f"{path} has neither metrics.json nor predictions_*.npz: is it a finished run "
+                             f"folder? Train with `mobilemed train` or pass another folder")
+    return run
+
+
+def _json(path: Path):
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise MobilemedError(f"{path} is not valid JSON ({err}); delete or rewrite it") from err
+
+
+def _yaml(path: Path):
+    if not path.is_file():
+        return None
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise MobilemedError(f"{path} is not valid YAML ({err}); delete or rewrite it") from err
+
+
+def _metrics(path: Path) -> dict:
+    data = _json(path) or {}
+    if "task" in data and "per_class" in data:  # an evaluate output: one split's report at the top level
+        return {"test": data}
+    return data
+
+
+def _split_rows(path: Path) -> list[dict] | None:
+    if not path.is_file():
+        return None
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def split_counts(rows: list[dict], class_names: list[str] | None) -> tuple[list[str], list[list]]:
+    """A table of split.csv: rows are images, groups and one count per class; columns train/val/test/total.
+
+    Single-label files have a `label` column; multi-label files have one 0/1 column per finding.
+    """
+    if not rows:
+        return [], []
+    fields = list(rows[0])
+    multilabel = "label" not in fields
+    names = [f for f in fields if f not in ("path", "split", "group")] if multilabel \
+        else class_names or sorted({r["label"] for r in rows})
+    images, groups, counts = Counter(), defaultdict(set), Counter()
+    for row in rows:  # one pass: large label tables stay quick
+        split = row.get("split") if row.get("split") in SPLITS else "unused"
+        images[split] += 1
+        if row.get("group"):
+            groups[split].add(row["group"])
+        for name in (n for n in names if _is_one(row[n])) if multilabel else [row["label"]]:
+            counts[split, name] += 1
+    splits = [s for s in (*SPLITS, "unused") if images[s]]
+    table = [["images", *[images[s] for s in splits], len(rows)]]
+    if groups:
+        table.append(["patients / groups", *[len(groups[s]) for s in splits], len(set().union(*groups.values()))])
+    for name in names:
+        label = f"{name} (positive)" if multilabel else name
+        table.append([label, *[counts[s, name] for s in splits], sum(counts[s, name] for s in splits)])
+    return ["", *splits, "total"], table
+
+
+def _is_one(value: str) -> bool:
+    try:
+        return float(value) >= 0.5
+    except (TypeError, ValueError):
+        return False

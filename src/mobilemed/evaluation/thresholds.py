@@ -1,0 +1,81 @@
+"""Operating points: the probability threshold above which an image is called positive.
+
+Contract: callers pass VALIDATION labels and probabilities only. The threshold is then stored in the
+model's spec and reused unchanged on the test split and in prediction, so test labels can never move it
+(tests/evaluation/test_thresholds.py holds this line).
+
+Rules (a prediction is positive when p >= threshold):
+  youden              maximise Youden's J = sensitivity + specificity - 1 on validation
+  target_sensitivity  the highest threshold whose validation sensitivity is >= target (best specificity)
+  target_specificity  the lowest threshold whose validation specificity is >= target (best sensitivity)
+  fixed               target, or 0.5 when no target is given
+A chosen threshold sits halfway between the validation score it admits and the next lower one, so it
+gives exactly the validation operating point while not sitting on an observed score.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from sklearn.metrics import roc_curve
+
+from mobilemed.errors import MobilemedError
+
+log = logging.getLogger(__name__)
+
+RULES = ("youden", "target_sensitivity", "target_specificity", "fixed")
+DEFAULT_THRESHOLD = 0.5
+
+
+def choose_thresholds(y_true, y_prob, *, task: str, rule: str = "youden", target: float | None = None,
+                      class_names=None) -> list[float]:
+    """Thresholds chosen on validation: binary [t] for P(positive class), multilabel one per finding,
+    multiclass [] (argmax needs none). y_true / y_prob follow the package's prediction convention."""
+    _check_rule(rule, target)
+    if task == "multiclass":
+        return []
+    y_true, y_prob = np.asarray(y_true), np.asarray(y_prob, dtype=float)
+    if task == "binary":
+        return [_choose_one(y_true.reshape(-1) == 1, y_prob.reshape(-1), rule, target, "the positive class")]
+    if task != "multilabel":
+        raise ValueError(f"unknown task {task!r}")
+    names = class_names or [f"finding {k}" for k in range(y_prob.shape[1])]
+    return [_choose_one(y_true[:, k] == 1, y_prob[:, k], rule, target, names[k]) for k in range(y_prob.shape[1])]
+
+
+def _check_rule(rule: str, target: float | None) -> None:
+    if rule not in RULES:
+        raise MobilemedError(f"threshold rule {rule!r} is unknown; choose one of {', '.join(RULES)}")
+    if rule.startswith("target_") and (target is None or not 0 < target <= 1):
+        flag = "--target-sensitivity" if rule == "target_sensitivity" else "--target-specificity"
+        raise MobilemedError(f"the {rule} rule needs a target in (0, 1], e.g. {flag} 0.95; got {target}")
+    if rule == "fixed" and target is not None and not 0 <= target <= 1:
+        raise MobilemedError(f"a fixed threshold is a probability in [0, 1]; got {target}")
+
+
+def _choose_one(truth: np.ndarray, score: np.ndarray, rule: str, target: float | None, name: str) -> float:
+    if rule == "fixed":
+        return float(DEFAULT_THRESHOLD if target is None else target)
+    if truth.all() or not truth.any():
+        log.warning("validation has only one label value for %s: its threshold stays %.2f (rule %s "
+                    "needs positives and negatives)", name, DEFAULT_THRESHOLD, rule)
+        return DEFAULT_THRESHOLD
+    fpr, tpr, cuts = roc_curve(truth, score, drop_intermediate=False)  # cuts descending, cuts[0] = inf
+    if rule == "youden":
+        k = int(np.argmax(tpr - fpr))  # first maximum: the strictest threshold among equals
+    elif rule == "target_sensitivity":
+        k = int(np.argmax(tpr >= target - 1e-12))  # tpr rises with k: first hit has the best specificity
+    else:
+        allowed = np.flatnonzero(1 - fpr >= target - 1e-12)  # k = 0 (nothing positive) always qualifies
+        k = int(allowed[-1])
+    return _between(cuts, k)
+
+
+def _between(cuts: np.ndarray, k: int) -> float:
+    """A threshold giving the same validation predictions as cuts[k], halfway to the next lower score."""
+    if k == 0:  # nothing positive: just above the highest validation score
+        return float(np.nextafter(cuts[1], np.inf))
+    if k == len(cuts) - 1:  # everything positive
+        return float(cuts[k])
+    mid = (cuts[k] + cuts[k + 1]) / 2
+    return float(mid if cuts[k + 1] < mid <= cuts[k] else cuts[k])

@@ -1,0 +1,165 @@
+"""The report's gallery: the most confident true/false positives/negatives with their Grad-CAM overlays.
+
+Selection is deterministic: within each kind the examples the model was most sure of come first (for
+errors, the most confidently wrong ones, which are the ones worth a look); ties keep a seeded order.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from mobilemed.data.transforms import to_model_input
+from mobilemed.explain.gradcam import compute_gradcam, save_overlay
+from mobilemed.fsutil import atomic_write
+from mobilemed.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+BINARY_KINDS = ("TP", "FP", "TN", "FN")
+BATCH = 16  # Grad-CAM keeps activations and gradients of a whole batch: small batches bound memory
+
+
+@dataclass
+class Outcomes:
+    """Per example: the kind it falls in, the class its heatmap explains and the model's probability
+    for that class; confidence orders the examples within a kind."""
+
+    kinds: list[str]        # every possible kind, in gallery order
+    kind: np.ndarray        # (N,) str
+    target: np.ndarray      # (N,) int class index explained by Grad-CAM
+    probability: np.ndarray  # (N,) P(target class)
+    confidence: np.ndarray  # (N,) higher = more sure of its decision
+    true_label: list[str]
+    predicted_label: list[str]
+
+
+def write_gallery(model: nn.Module, spec: ModelSpec, images_uint8: np.ndarray, files, y_true: np.ndarray,
+                  y_prob: np.ndarray, out_dir, *, per_kind: int = 4, seed: int = 0) -> list[dict]:
+    """Write out_dir/<kind>_<i>.png overlays and out_dir/gallery.json; return the gallery entries.
+
+    images_uint8: (N, H, W) or (N, H, W, 3) pixels at spec.image_size, as cached for evaluation.
+    y_true / y_prob follow the package's prediction convention (binary y_prob = P(class_names[1])).
+    Kinds: binary TP/FP/TN/FN at spec.thresholds[0]; multiclass correct_<class> / incorrect_<class>
+    by predicted class; multilabel TP/FP/TN/FN for each image's most probable finding.
+    Each entry: file, png (name inside out_dir), kind, true_label, predicted_label, probability
+    (the model's probability for cam_target), cam_target (the class the heatmap explains).
+    """
+    images = np.asarray(images_uint8)
+    n = len(images)
+    if not len(files) == len(y_true) == len(y_prob) == n:
+        raise ValueError(f"images ({n}), files ({len(files)}), y_true ({len(y_true)}) and y_prob "
+                         f"({len(y_prob)}) must have one entry per example")
+    outcomes = classify_outcomes(spec, np.asarray(y_true), np.asarray(y_prob))
+    picks = select_examples(outcomes, per_kind=per_kind, seed=seed)
+    out_dir = Path(out_dir)
+    entries = [_entry(outcomes, i, files[i], f"{outcomes.kind[i]}_{rank}.png", spec) for i, rank in picks]
+    for start in range(0, len(picks), BATCH):
+        chunk = picks[start:start + BATCH]
+        idx = np.array([i for i, _ in chunk])
+        x = to_model_input(images[idx], spec)
+        heatmaps = compute_gradcam(model, x, spec=spec, target_classes=outcomes.target[idx])
+        for (i, _), heat, entry in zip(chunk, heatmaps, entries[start:start + BATCH]):
+            save_overlay(out_dir / entry["png"], images[i], heat, title=_title(entry))
+    _remove_stale(out_dir, {e["png"] for e in entries})
+    with atomic_write(out_dir / "gallery.json") as handle:
+        json.dump(entries, handle, indent=2)
+    log.info("gallery: %d overlays in %s", len(entries), out_dir)
+    return entries
+
+
+def classify_outcomes(spec: ModelSpec, y_true: np.ndarray, y_prob: np.ndarray) -> Outcomes:
+    if spec.task == "binary":
+        return _binary_outcomes(spec, y_true.astype(int), y_prob.astype(float))
+    if spec.task == "multiclass":
+        return _multiclass_outcomes(spec, y_true.astype(int), y_prob.astype(float))
+    return _multilabel_outcomes(spec, y_true.astype(int), y_prob.astype(float))
+
+
+def select_examples(outcomes: Outcomes, *, per_kind: int, seed: int = 0) -> list[tuple[int, int]]:
+    """(example index, rank within its kind) for up to per_kind examples of each kind, most confident first."""
+    order = np.random.default_rng(seed).permutation(len(outcomes.kind))  # tie-break only
+    order = order[np.argsort(-outcomes.confidence[order], kind="stable")]
+    picks = []
+    for kind in outcomes.kinds:
+        chosen = [i for i in order if outcomes.kind[i] == kind][:per_kind]
+        picks += [(int(i), rank) for rank, i in enumerate(chosen)]
+    return picks
+
+
+def _binary_outcomes(spec: ModelSpec, y_true: np.ndarray, p: np.ndarray) -> Outcomes:
+    pred = (p >= spec.thresholds[0]).astype(int)
+    kind = np.array([("T" if t == q else "F") + ("P" if q else "N") for t, q in zip(y_true, pred)])
+    prob_pred = np.where(pred == 1, p, 1 - p)
+    names = spec.class_names
+    return Outcomes(list(BINARY_KINDS), kind, pred, prob_pred, prob_pred, [names[t] for t in y_true],
+                    [names[q] for q in pred])
+
+
+def _multiclass_outcomes(spec: ModelSpec, y_true: np.ndarray, p: np.ndarray) -> Outcomes:
+    pred = p.argmax(axis=1)
+    prob_pred = p[np.arange(len(p)), pred]
+    safe = _safe_names(spec.class_names)
+    kind = np.array([("correct_" if t == q else "incorrect_") + safe[q] for t, q in zip(y_true, pred)])
+    kinds = [f"{verdict}_{name}" for name in safe for verdict in ("correct", "incorrect")]
+    names = spec.class_names
+    return Outcomes(kinds, kind, pred, prob_pred, prob_pred, [names[t] for t in y_true],
+                    [names[q] for q in pred])
+
+
+def _multilabel_outcomes(spec: ModelSpec, y_true: np.ndarray, p: np.ndarray) -> Outcomes:
+    top = p.argmax(axis=1)  # each image is judged on its most probable finding
+    rows = np.arange(len(p))
+    p_top = p[rows, top]
+    positive = p_top >= np.asarray(spec.thresholds)[top]
+    truth = y_true[rows, top] == 1
+    kind = np.array([("T" if t == q else "F") + ("P" if q else "N") for t, q in zip(truth, positive)])
+    confidence = np.where(positive, p_top, 1 - p_top)
+    hits = p >= np.asarray(spec.thresholds)[None, :]
+    true_labels = [_findings(spec, row == 1) for row in y_true]
+    return Outcomes(list(BINARY_KINDS), kind, top, p_top, confidence, true_labels,
+                    [_findings(spec, row) for row in hits])
+
+
+def _findings(spec: ModelSpec, present: np.ndarray) -> str:
+    return "|".join(n for n, h in zip(spec.class_names, present) if h) or "none"
+
+
+def _entry(outcomes: Outcomes, i: int, file, png: str, spec: ModelSpec) -> dict:
+    return {"file": str(file), "png": png, "kind": str(outcomes.kind[i]),
+            "true_label": outcomes.true_label[i], "predicted_label": outcomes.predicted_label[i],
+            "probability": round(float(outcomes.probability[i]), 6),
+            "cam_target": spec.class_names[int(outcomes.target[i])]}
+
+
+def _title(entry: dict) -> str:
+    return (f"{entry['kind']}  {Path(entry['file']).name}\ntrue: {entry['true_label']}   predicted: "
+            f"{entry['predicted_label']}   Grad-CAM for {entry['cam_target']} (p = {entry['probability']:.2f})")
+
+
+def _safe_names(class_names: list[str]) -> list[str]:
+    """Class names fit for file names ("b/c" -> "b-c"), kept distinct with the class index."""
+    safe = []
+    for index, name in enumerate(class_names):
+        cleaned = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-") or "class"
+        safe.append(cleaned if cleaned not in safe else f"{cleaned}-{index}")
+    return safe
+
+
+def _remove_stale(out_dir: Path, keep: set[str]) -> None:
+    """Delete overlays a previous gallery.json listed that this one does not (never other files)."""
+    old = out_dir / "gallery.json"
+    if not old.is_file():
+        return
+    try:
+        listed = {e["png"] for e in json.loads(old.read_text())}
+    except (ValueError, TypeError, KeyError):
+        return
+    for name in listed - keep:
+        path = out_dir / name
+        if path.parent == out_dir and path.suffix == ".png":
+            path.unlink(missing_ok=True)

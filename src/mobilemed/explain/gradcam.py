@@ -1,0 +1,213 @@
+"""Grad-CAM heatmaps (Selvaraju et al. 2017) for any registry backbone, and overlays a person can read.
+
+The target layer is named per backbone in `models.registry.BACKBONES[arch].cam_layer`: for MobileNetV2
+and V3 alike it is the final 1x1 conv of `features`, the deepest layer that still has a spatial map
+(stride 32), which is where Grad-CAM's class evidence is most semantic. The heavy lifting is done by
+pytorch-grad-cam (the `explain` extra); this module only chooses targets and keeps the model unchanged.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from mobilemed.errors import MissingExtraError, MobilemedError
+from mobilemed.fsutil import atomic_save_figure
+from mobilemed.models import get_backbone
+from mobilemed.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+def compute_gradcam(model: nn.Module, images: torch.Tensor, *, spec: ModelSpec,
+                    target_classes: int | Sequence[int] | None = None) -> np.ndarray:
+    """Grad-CAM heatmaps of `model` on normalised input `images` (B, C, H, W).
+
+    target_classes: one class index (into spec.class_names) for every image, one per image, or None
+    for the predicted class (binary: P(positive) >= spec.thresholds[0]; multiclass: argmax;
+    multilabel: the most probable finding). Binary models have one logit: class 1 is explained by
+    that logit, class 0 by its negative.
+    Returns: heatmaps (B, H, W) float32 in [0, 1], each scaled to its own maximum.
+    The model's train/eval modes, requires_grad flags and .grad tensors are as before, and no hook
+    is left behind.
+    """
+    FeatureGradCAM, targets_for = _import_grad_cam()
+    layer = _cam_layer(model, spec)
+    # Callers often sit in a no_grad or inference_mode block; Grad-CAM needs autograd whatever they chose.
+    with _preserved_state(model), torch.inference_mode(False), torch.enable_grad():
+        model.eval()  # BatchNorm running statistics and no dropout, as at prediction time
+        classes = _resolve_targets(model, images, spec, target_classes)
+        for p in model.parameters():
+            # Grad-CAM needs d(logit)/d(activation) only; parameter gradients would be wasted work.
+            p.requires_grad_(False)
+        # The input carries the graph instead, so activations of a frozen backbone still get gradients.
+        x = images.detach().clone().requires_grad_(True)  # a clone is a normal tensor even if images is not
+        cam = FeatureGradCAM(model=model, target_layers=[layer])
+        try:
+            cams = cam(input_tensor=x, targets=[targets_for(spec.task, k) for k in classes])  # (B, h, w)
+        finally:
+            # The library's own __exit__ would also release the hooks, but it swallows IndexError
+            # (printing it); releasing here removes the hooks and lets every error through.
+            cam.activations_and_grads.release()
+    if cams.shape[-2:] == (1, 1):
+        log.warning("at %dx%d px the Grad-CAM layer of %s is a single cell: the heatmaps carry no location; "
+                    "use an image size of 64 px or more", images.shape[-2], images.shape[-1], spec.arch)
+    heatmaps = upsample_cam(np.nan_to_num(cams.astype(np.float32)), tuple(images.shape[-2:]))
+    return np.clip(heatmaps, 0.0, 1.0)
+
+
+def upsample_cam(cams: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(B, h, w) maps of a strided layer -> (B, H, W), each cell placed at its receptive-field centre.
+
+    torchvision's stride-2 convs have odd kernels with padding k // 2, so output j is centred on input
+    2j, and cell j of a stride-32 map on pixel 32j. A plain resize puts it at 32j + 15.5 instead,
+    which shifts every heatmap half a cell (15.5 px) down and to the right."""
+    b, h, w = cams.shape
+    axes = [_cell_coordinates(n_in, n_out) for n_in, n_out in zip(size, (h, w))]
+    gy, gx = torch.meshgrid(*axes, indexing="ij")
+    grid = torch.stack([gx, gy], dim=-1).expand(b, *size, 2)  # grid_sample wants (x, y) in [-1, 1]
+    out = torch.nn.functional.grid_sample(torch.from_numpy(cams)[:, None], grid, mode="bilinear",
+                                          padding_mode="border", align_corners=True)
+    return out[:, 0].numpy()
+
+
+def _cell_coordinates(n_in: int, n_out: int) -> torch.Tensor:
+    """Normalised (align_corners=True) map coordinate of every input pixel along one axis."""
+    stride, n = 1, n_in
+    while n > n_out:  # a chain of stride-2 layers maps n pixels to ceil(n / 2)
+        n, stride = (n + 1) // 2, stride * 2
+    if n == n_out:
+        cell = torch.arange(n_in, dtype=torch.float32) / stride
+    else:  # not a stride-2 chain: fall back to the plain-resize convention
+        cell = (torch.arange(n_in, dtype=torch.float32) + 0.5) * n_out / n_in - 0.5
+    return cell / max(n_out - 1, 1) * 2 - 1
+
+
+def predicted_classes(logits: torch.Tensor, spec: ModelSpec) -> np.ndarray:
+    """(B, num_outputs) logits -> (B,) class index the model predicts (multilabel: most probable finding)."""
+    logits = logits.detach().float() / spec.temperature
+    if spec.task == "binary":
+        return (torch.sigmoid(logits[:, 0]) >= spec.thresholds[0]).long().numpy()
+    return logits.argmax(dim=1).numpy()  # softmax / sigmoid are monotone: argmax of the logits
+
+
+def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
+    """Blend a jet-coloured heatmap (H', W') in [0, 1] over a uint8 image (H, W) or (H, W, 3).
+
+    Returns: (H, W, 3) uint8. The heatmap is resized to the image if their sizes differ."""
+    from matplotlib import colormaps
+
+    rgb = _as_rgb_float(image)
+    heat = _resize_heatmap(heatmap, rgb.shape[:2])
+    colour = colormaps["jet"](heat)[..., :3]
+    return np.clip(np.rint(255 * ((1 - alpha) * rgb + alpha * colour)), 0, 255).astype(np.uint8)
+
+
+def save_overlay(path, image: np.ndarray, heatmap: np.ndarray, title: str | None = None) -> Path:
+    """Write a PNG (atomically) with the image and its Grad-CAM overlay side by side and a colorbar."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure  # no pyplot: no global figure registry, no GUI backend
+
+    gray = image.ndim == 2 or image.shape[-1] == 1
+    fig = Figure(figsize=(7.2, 3.9 if title else 3.4), dpi=110, layout="constrained")
+    left, right = fig.subplots(1, 2)
+    left.imshow(image.squeeze(), cmap="gray" if gray else None, vmin=0, vmax=255)
+    left.set_title("image", fontsize=9)
+    right.imshow(overlay_heatmap(image, heatmap))
+    right.set_title("Grad-CAM overlay", fontsize=9)
+    for ax in (left, right):
+        ax.set_axis_off()
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps["jet"]), ax=right, fraction=0.046, pad=0.03)
+    bar.set_label("relative importance", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return atomic_save_figure(fig, path)
+
+
+def _import_grad_cam():
+    try:
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget
+    except ImportError:
+        raise MissingExtraError("grad-cam", "explain", "Grad-CAM") from None
+
+    class FeatureGradCAM(GradCAM):
+        """GradCAM returning maps at the target layer's resolution (still ReLU'd and scaled to [0, 1]);
+        upsample_cam then places them on the input without the library's half-cell shift."""
+
+        def get_target_width_height(self, input_tensor):
+            return None
+
+    def targets_for(task: str, k: int):
+        # Binary models have one logit; the library's binary target negates it for class 0.
+        return BinaryClassifierOutputTarget(k) if task == "binary" else ClassifierOutputTarget(k)
+
+    return FeatureGradCAM, targets_for
+
+
+def _cam_layer(model: nn.Module, spec: ModelSpec) -> nn.Module:
+    name = get_backbone(spec.arch).cam_layer
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise ValueError(f"the model has no module {name!r} (the Grad-CAM layer of {spec.arch}); "
+                         "was it built with mobilemed.models.build_model?") from None
+
+
+def _resolve_targets(model: nn.Module, images: torch.Tensor, spec: ModelSpec, target_classes) -> list[int]:
+    batch = images.shape[0]
+    if target_classes is None:
+        with torch.no_grad():
+            return predicted_classes(model(images), spec).tolist()
+    classes = [int(target_classes)] * batch if np.ndim(target_classes) == 0 else [int(k) for k in target_classes]
+    if len(classes) != batch:
+        raise ValueError(f"target_classes has {len(classes)} entries for {batch} images")
+    bad = [k for k in classes if not 0 <= k < spec.num_classes]
+    if bad:
+        raise MobilemedError(f"target class {bad[0]} is out of range: the model has {spec.num_classes} classes "
+                             f"({', '.join(spec.class_names)}), indexed from 0")
+    return classes
+
+
+@contextlib.contextmanager
+def _preserved_state(model: nn.Module):
+    """Restore every module's train/eval mode and every parameter's requires_grad and .grad on exit
+    (pytorch-grad-cam calls model.eval() and model.zero_grad())."""
+    modes = [(m, m.training) for m in model.modules()]
+    params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+        for p, requires_grad, grad in params:
+            p.requires_grad_(requires_grad)
+            p.grad = grad
+
+
+def _as_rgb_float(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W), (H, W, 1) or (H, W, 3) -> float (H, W, 3) in [0, 1]."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"expected an image (H, W) or (H, W, 3), got shape {image.shape}")
+    return image.astype(np.float32) / 255.0
+
+
+def _resize_heatmap(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    heat = np.asarray(heatmap, dtype=np.float32)
+    if heat.shape != size:
+        t = torch.from_numpy(heat)[None, None]
+        heat = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+    return np.clip(heat, 0.0, 1.0)
