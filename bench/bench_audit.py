@@ -16,9 +16,9 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def load(data: str, labels: str | None):
-    from mobilemed.data.sources import DataOptions, _read_source
+    from mobilemed.data.sources import DataOptions, read_source
 
-    return _read_source(data, DataOptions(labels_csv=labels))
+    return read_source(data, DataOptions(labels_csv=labels))
 
 
 def measure(name: str, data: str, labels: str | None, workers: int | None) -> dict:

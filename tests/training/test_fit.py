@@ -90,3 +90,30 @@ def test_linear_probe_on_pneumoniamnist_learns(imagenet_cache, tmp_path):
     assert test["auroc_macro"]["value"] > 0.85
     lo, hi = test["auroc_macro"]["ci"]
     assert lo < test["auroc_macro"]["value"] < hi
+
+
+def test_multilabel_run_from_a_multihot_manifest_reports_every_finding(shared, imagenet_cache, tmp_path):
+    """The 14 NIH findings from labels_multihot.csv, a fresh patient-grouped split, per-finding AUROC."""
+    import csv
+
+    from mobilemed.data.nih import FINDINGS
+
+    root = shared / "data" / "nih_cxr14_1000"
+    run = tmp_path / "nih"
+    assert main(["--quiet", "train", str(root / "labels_multihot.csv"), "--image-root", str(root),
+                 "--image-column", "path", "--label-columns", ",".join(FINDINGS), "--group-column", "Patient ID",
+                 "--resplit", "--mode", "linear-probe", "--image-size", "64", "--epochs", "5", "--no-gallery",
+                 "--n-bootstrap", "100", "--out", str(run)]) == 0
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    assert test["task"] == "multilabel" and list(test["per_class"]) == FINDINGS
+    positives = {name: test["per_class"][name]["n_positive"] for name in FINDINGS}
+    assert sum(positives.values()) > 100 and all(n >= 0 for n in positives.values())
+    for name in FINDINGS:
+        auroc = test["per_class"][name]["auroc"]["value"]
+        assert (auroc is None) == (positives[name] == 0), name
+    assert 0.5 < test["auroc_macro"]["value"] < 1
+    with open(run / "split.csv", newline="") as handle:
+        patients = {}
+        for row in csv.DictReader(handle):
+            patients.setdefault(row["group"], set()).add(row["split"])
+    assert len(patients) == 264 and all(len(splits) == 1 for splits in patients.values())

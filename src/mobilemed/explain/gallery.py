@@ -137,8 +137,10 @@ def _entry(outcomes: Outcomes, i: int, file, png: str, spec: ModelSpec) -> dict:
 
 
 def _title(entry: dict) -> str:
-    return (f"{entry['kind']}  {Path(entry['file']).name}\ntrue: {entry['true_label']}   predicted: "
-            f"{entry['predicted_label']}   Grad-CAM for {entry['cam_target']} (p = {entry['probability']:.2f})")
+    """Figure title; multi-label "A|B" becomes "A, B" so the title can wrap between findings."""
+    true, predicted = (entry[key].replace("|", ", ") for key in ("true_label", "predicted_label"))
+    return (f"{entry['kind']}  {Path(entry['file']).name}\ntrue: {true}   predicted: {predicted}   "
+            f"Grad-CAM for {entry['cam_target']} (p = {entry['probability']:.2f})")
 
 
 def _safe_names(class_names: list[str]) -> list[str]:

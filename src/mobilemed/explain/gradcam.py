@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -116,7 +117,9 @@ def save_overlay(path, image: np.ndarray, heatmap: np.ndarray, title: str | None
     from matplotlib.figure import Figure  # no pyplot: no global figure registry, no GUI backend
 
     gray = image.ndim == 2 or image.shape[-1] == 1
-    fig = Figure(figsize=(7.2, 3.9 if title else 3.4), dpi=110, layout="constrained")
+    # Long multi-label titles are wrapped to the figure's width (~95 characters at 9 pt), never clipped.
+    title_lines = [w for line in (title or "").splitlines() for w in textwrap.wrap(line, 95)]
+    fig = Figure(figsize=(7.2, 3.4 + 0.18 * len(title_lines)), dpi=110, layout="constrained")
     left, right = fig.subplots(1, 2)
     left.imshow(image.squeeze(), cmap="gray" if gray else None, vmin=0, vmax=255)
     left.set_title("image", fontsize=9)
@@ -127,8 +130,8 @@ def save_overlay(path, image: np.ndarray, heatmap: np.ndarray, title: str | None
     bar = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps["jet"]), ax=right, fraction=0.046, pad=0.03)
     bar.set_label("relative importance", fontsize=8)
     bar.ax.tick_params(labelsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
+    if title_lines:
+        fig.suptitle("\n".join(title_lines), fontsize=9)
     return atomic_save_figure(fig, path)
 
 
