@@ -14,8 +14,9 @@ if [ -n "${MOBILEMED_ASSETS:-}" ]; then
   $MM assets add "$MOBILEMED_ASSETS/weights/mobilenet_v2_imagenet.pth" --weights-for mobilenet_v2
 fi
 RUN="${RUN:-runs/pneumoniamnist-quickstart}"
-# Fine-tune the whole ImageNet MobileNetV2 at 64 px: AdamW, one-cycle, 12 epochs, test-time shifts.
+# Fine-tune the whole ImageNet MobileNetV2 at 64 px: AdamW, one-cycle, 5 epochs, test-time shifts
+# (the README gives the 12-epoch recipe that clears test AUROC 0.975; this one fits in 10 minutes).
 # The threshold (Youden's J) and everything else come from the validation split; test is scored once.
-$MM train pneumoniamnist --mode finetune --image-size 64 --epochs 12 --batch-size 64 --lr 1e-3 \
+$MM train pneumoniamnist --mode finetune --image-size 64 --epochs 5 --batch-size 64 --lr 1e-3 \
   --scheduler onecycle --backbone-lr-scale 1.0 --tta --patience 0 --out "$RUN" "$@"
 $MM evaluate "$RUN/best.pt" pneumoniamnist --split test --out "$RUN/evaluate-test"

@@ -54,7 +54,7 @@ class Predictor:
         images, kept, skipped = [], [], []
         for file in files:
             try:
-                images.append(read_image(file, size=self.spec.image_size))
+                images.append(read_image(file, size=self.spec.image_size, use_voi=self.spec.dicom_voi))
                 kept.append(file)
             except MobilemedError:
                 if not skip_bad:

@@ -40,6 +40,7 @@ class ModelSpec:
     temperature: float = 1.0
     dropout: float = 0.2
     tta: bool = False  # average logits over small shifts of the image (see training.loop.predict_logits)
+    dicom_voi: bool = True  # apply a DICOM's VOI LUT / window; False maps the full stored range instead
 
     def __post_init__(self):
         if self.task not in TASKS:

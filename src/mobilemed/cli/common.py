@@ -24,6 +24,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--resplit", action="store_true",
                        help="ignore the data's own split (train/valid/test folders, split column) and make a fresh "
                             "patient-grouped, stratified one (--val-fraction, --test-fraction, --split-seed)")
+    group.add_argument("--ignore-dicom-window", dest="use_voi", action="store_false",
+                       help="DICOM: ignore VOI LUT / Window Center-Width and map the full stored range (the "
+                            "choice is saved in the model's spec and used by predict and explain)")
     group.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images instead of stopping")
 
 
@@ -33,7 +36,7 @@ def data_options(args) -> DataOptions:
                        group_column=args.group_column, split_column=args.split_column,
                        medmnist_size=args.medmnist_size, val_fraction=args.val_fraction,
                        test_fraction=args.test_fraction, seed=args.split_seed,
-                       resplit=args.resplit)
+                       resplit=args.resplit, use_voi=args.use_voi)
 
 
 def _comma_list(value: str) -> list[str]:

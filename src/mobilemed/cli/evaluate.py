@@ -1,12 +1,15 @@
 """mobilemed evaluate CHECKPOINT DATA: metrics with CIs, JSON and plots for one split."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from mobilemed.cli.common import add_data_arguments, data_options
 from mobilemed.errors import MobilemedError
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser) -> None:
@@ -26,12 +29,13 @@ def run(args) -> int:
 
     predictor = Predictor.from_checkpoint(args.checkpoint)
     spec = predictor.spec
-    table = load_table(args.data, data_options(args))
+    table = with_training_split(load_table(args.data, data_options(args)), args)
     check_compatible(table, spec, args.data)
     part = table.split(args.split)
     if len(part) == 0:
         raise MobilemedError(f"{args.data} has no {args.split} split; choose --split train/val/test")
-    images, keep = decoded_images(part, spec.image_size, skip_bad=args.skip_bad, progress=not args.quiet)
+    images, keep = decoded_images(part, spec.image_size, skip_bad=args.skip_bad, progress=not args.quiet,
+                                  use_voi=spec.dicom_voi)
     part = part.subset(keep)
     labels = remap_labels(part, spec)
     result = predictor.predict_images(np.asarray(images), list(part.paths))
@@ -42,6 +46,22 @@ def run(args) -> int:
     print(format_summary(report.to_dict()))
     print(f"\nwrote {out / 'metrics.json'} and plots")
     return 0
+
+
+def with_training_split(table, args):
+    """Evaluate on the split the run saved (split.csv beside the checkpoint) when it covers this data, so
+    a --resplit or a different --split-seed cannot put training images into the evaluated split."""
+    from mobilemed.data.splits import apply_saved_split
+
+    saved = Path(args.checkpoint).parent / "split.csv"
+    if args.split_column or args.resplit or not saved.exists():
+        return table
+    restored = apply_saved_split(table, saved)
+    if restored is None:
+        log.info("%s does not list these images: using the data's own split", saved)
+        return table
+    log.info("using the split the run saved in %s", saved)
+    return restored
 
 
 def check_compatible(table, spec, data: str) -> None:

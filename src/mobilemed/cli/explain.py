@@ -29,7 +29,7 @@ def run(args) -> int:
     files = expand_inputs(args.images)
     out_dir = Path(args.out)
     for file, png in zip(files, output_names(files)):
-        image = read_image(file, size=spec.image_size)  # (H, W) or (H, W, 3) uint8
+        image = read_image(file, size=spec.image_size, use_voi=spec.dicom_voi)  # (H, W) or (H, W, 3) uint8
         prediction = predictor.predict_images(image[None], [file])
         probs, predicted = prediction.probabilities[0], prediction.labels[0]
         target = default_target(spec, probs) if chosen is None else chosen

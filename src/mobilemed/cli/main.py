@@ -8,6 +8,9 @@ import sys
 
 from mobilemed.errors import MobilemedError
 
+DESCRIPTION = ("Medical image classification with MobileNet on a CPU: train, evaluate, predict, audit data, "
+               "explain with Grad-CAM, report and compare runs. `mobilemed COMMAND --help` for each command.")
+
 # name -> (module, one-line help). Modules are imported lazily so `mobilemed --help` stays quick.
 COMMANDS = {
     "train": ("mobilemed.cli.train", "train a classifier and write a run folder with metrics and a report"),
@@ -22,7 +25,7 @@ COMMANDS = {
 
 
 def build_parser(argv) -> tuple[argparse.ArgumentParser, object]:
-    parser = argparse.ArgumentParser(prog="mobilemed", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mobilemed", description=DESCRIPTION)
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -23,8 +23,8 @@ from mobilemed.io.images import read_image
 log = logging.getLogger(__name__)
 
 
-def decoded_images(table: ImageTable, image_size: int, *, skip_bad: bool = False,
-                   progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def decoded_images(table: ImageTable, image_size: int, *, skip_bad: bool = False, progress: bool = True,
+                   use_voi: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Pixels of every row at image_size x image_size.
 
     Returns: images (N_ok, S, S) uint8 for gray sources or (N_ok, S, S, 3) for colour ones, and the
@@ -32,21 +32,21 @@ def decoded_images(table: ImageTable, image_size: int, *, skip_bad: bool = False
     """
     if table.images is not None:  # MedMNIST: already decoded; resizing happens on the batch tensor
         return table.images, np.ones(len(table), bool)
-    key = _cache_key(table.paths, image_size)
+    key = _cache_key(table.paths, image_size, use_voi)
     folder = home() / "decoded"
     cached, mask_file = folder / f"{key}.npy", folder / f"{key}.mask.npy"
     if cached.exists() and mask_file.exists():
         mask = np.load(mask_file)
         if mask.all() or skip_bad:
             return np.load(cached, mmap_mode="r"), mask
-    images, mask = _decode_all(table.paths, image_size, skip_bad=skip_bad, progress=progress)
+    images, mask = _decode_all(table.paths, image_size, skip_bad=skip_bad, progress=progress, use_voi=use_voi)
     _save_npy(mask_file, mask)
     _save_npy(cached, images)
     return np.load(cached, mmap_mode="r"), mask
 
 
-def _cache_key(paths, image_size: int) -> str:
-    digest = hashlib.sha1(f"v1:{image_size}".encode())
+def _cache_key(paths, image_size: int, use_voi: bool = True) -> str:
+    digest = hashlib.sha1(f"v1:{image_size}".encode() + (b"" if use_voi else b":no-voi"))
     for path in paths:
         try:
             stat = os.stat(path)
@@ -56,10 +56,10 @@ def _cache_key(paths, image_size: int) -> str:
     return digest.hexdigest()
 
 
-def _decode_all(paths, image_size: int, *, skip_bad: bool, progress: bool):
+def _decode_all(paths, image_size: int, *, skip_bad: bool, progress: bool, use_voi: bool = True):
     def decode(path):
         try:
-            return read_image(path, size=image_size)
+            return read_image(path, size=image_size, use_voi=use_voi)
         except MobilemedError as err:
             if not skip_bad:
                 raise

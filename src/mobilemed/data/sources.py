@@ -33,6 +33,7 @@ class DataOptions:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     seed: int = 0
+    use_voi: bool = True  # DICOM: apply the VOI LUT / Window Center-Width when present
     resplit: bool = False  # drop the source's own splits (folders, split column) and split afresh
 
 

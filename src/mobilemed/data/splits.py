@@ -206,3 +206,16 @@ def _spread_given_splits(table: ImageTable) -> np.ndarray:
         if votes:  # a patient split across given splits joins its most common one
             splits[i] = votes.most_common(1)[0][0]
     return splits
+
+
+def apply_saved_split(table: ImageTable, split_csv) -> ImageTable | None:
+    """The table with the splits a run recorded in its split.csv, so a model is evaluated on the very
+    images it was tested on. None when split.csv does not list every image of the table (other data)."""
+    import csv
+
+    with open(split_csv, newline="") as handle:
+        saved = {row["path"]: row["split"] for row in csv.DictReader(handle)}
+    splits = [saved.get(str(path)) for path in table.paths]
+    if any(split is None for split in splits):
+        return None
+    return replace(table, splits=np.array(splits, dtype=object))

@@ -48,7 +48,8 @@ def fit(config: TrainConfig) -> Path:
     table = load_table(config.data, config.data_options)
     check_leakage(table, strict=config.strict)
     image_size = config.image_size or default_image_size(table)
-    images, keep = decoded_images(table, image_size, skip_bad=config.skip_bad, progress=config.progress)
+    images, keep = decoded_images(table, image_size, skip_bad=config.skip_bad, progress=config.progress,
+                                  use_voi=config.data_options.use_voi)
     table = table.subset(keep)
     spec = make_spec(config, table, in_chans=1 if images.ndim == 3 else 3, image_size=image_size)
     data = {s: SplitData(np.asarray(images[table.splits == s]), table.labels[table.splits == s],
@@ -94,7 +95,7 @@ def make_spec(config: TrainConfig, table: ImageTable, *, in_chans: int, image_si
     mean, std = (GRAY_MEAN, GRAY_STD) if in_chans == 1 else (IMAGENET_MEAN, IMAGENET_STD)
     return ModelSpec(arch=config.arch, class_names=list(table.class_names), task=table.task,
                      image_size=image_size, in_chans=in_chans, mean=mean, std=std, dropout=config.dropout,
-                     tta=config.tta)
+                     tta=config.tta, dicom_voi=config.data_options.use_voi)
 
 
 def backbone_state(config: TrainConfig) -> dict | None:
