@@ -57,6 +57,24 @@ def make_blob_folder(root: Path, *, per_class: int = 12, size: int = 40, splits=
     return root
 
 
+def tiny_train_args(*, image_size: int = 32, epochs: int | None = 1, n_bootstrap: int = 20) -> list[str]:
+    """`mobilemed train` arguments for a seconds-long scratch run of the smallest backbone: for tests of the
+    plumbing, not of learning. epochs=None leaves --epochs to the caller."""
+    args = ["--mode", "scratch", "--weights", "none", "--arch", "mobilenet_v3_small", "--image-size", str(image_size),
+            "--batch-size", "16", "--no-gallery", "--n-bootstrap", str(n_bootstrap)]
+    return args if epochs is None else [*args, "--epochs", str(epochs)]
+
+
+def train_tiny_checkpoint(root: Path, *, image_px: int, image_size: int) -> tuple[Path, Path]:
+    """A blob folder of image_px images under root/data and a model trained on it: (best.pt, data folder)."""
+    from mobilemed.cli.main import main
+
+    data = make_blob_folder(root / "data", per_class=8, size=image_px)
+    assert main(["--quiet", "train", str(data), "--out", str(root / "run"),
+                 *tiny_train_args(image_size=image_size)]) == 0
+    return root / "run" / "best.pt", data
+
+
 @pytest.fixture
 def blob_folder(tmp_path) -> Path:
     return make_blob_folder(tmp_path / "blobs")

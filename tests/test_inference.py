@@ -4,18 +4,12 @@ import pytest
 
 from mobilemed.cli.main import main
 from mobilemed.inference import Predictor
-from tests.conftest import make_blob_folder
-
-TINY = ["--mode", "scratch", "--weights", "none", "--arch", "mobilenet_v3_small", "--image-size", "64",
-        "--epochs", "1", "--no-gallery", "--n-bootstrap", "20", "--batch-size", "16"]
+from tests.conftest import train_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def gray_checkpoint(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gray")
-    data = make_blob_folder(root / "data", per_class=8, size=48)
-    assert main(["--quiet", "train", str(data), "--out", str(root / "run"), *TINY]) == 0
-    return root / "run" / "best.pt", data
+    return train_tiny_checkpoint(tmp_path_factory.mktemp("gray"), image_px=48, image_size=64)
 
 
 def test_predictions_follow_the_stored_threshold(gray_checkpoint):

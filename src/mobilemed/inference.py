@@ -49,12 +49,16 @@ class Predictor:
         probs = probabilities_from_logits(logits, self.spec.task, self.spec.temperature)
         return Predictions(list(files), logits, probs, self.predicted_labels(probs), [])
 
+    def read_image(self, file) -> np.ndarray:
+        """The file's pixels as this model reads them: its input size and its DICOM window choice."""
+        return read_image(file, size=self.spec.image_size, use_voi=self.spec.dicom_voi)
+
     def predict_files(self, paths, *, skip_bad: bool = False) -> Predictions:
         files = expand_inputs(paths)
         images, kept, skipped = [], [], []
         for file in files:
             try:
-                images.append(read_image(file, size=self.spec.image_size, use_voi=self.spec.dicom_voi))
+                images.append(self.read_image(file))
                 kept.append(file)
             except MobilemedError:
                 if not skip_bad:

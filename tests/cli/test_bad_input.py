@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from mobilemed.cli.main import main
+from tests.conftest import tiny_train_args, train_tiny_checkpoint
 
-TINY = ["--mode", "scratch", "--weights", "none", "--arch", "mobilenet_v3_small", "--image-size", "32",
-        "--epochs", "1", "--no-gallery", "--n-bootstrap", "20", "--batch-size", "16"]
+TINY = tiny_train_args()
 
 
 def run_cli(capsys, *argv):
@@ -27,12 +27,7 @@ def assert_clean_error(code, err, *needles):
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from tests.conftest import make_blob_folder
-
-    root = tmp_path_factory.mktemp("ckpt")
-    data = make_blob_folder(root / "data", per_class=8, size=32)
-    assert main(["--quiet", "train", str(data), "--out", str(root / "run"), *TINY]) == 0
-    return root / "run" / "best.pt", data
+    return train_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), image_px=32, image_size=32)
 
 
 def test_missing_data_path(capsys, tmp_path):

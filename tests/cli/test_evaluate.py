@@ -3,9 +3,9 @@ import csv
 import json
 
 from mobilemed.cli.main import main
+from tests.conftest import tiny_train_args
 
-TINY = ["--mode", "scratch", "--weights", "none", "--arch", "mobilenet_v3_small", "--image-size", "32",
-        "--epochs", "1", "--batch-size", "16", "--no-gallery", "--n-bootstrap", "20"]
+TINY = tiny_train_args()
 
 
 def test_evaluate_uses_the_split_the_run_saved(blob_folder, tmp_path, capsys):

@@ -9,9 +9,9 @@ import yaml
 
 from mobilemed.checkpoint import load_checkpoint
 from mobilemed.cli.main import main
+from tests.conftest import tiny_train_args
 
-SCRATCH = ["--mode", "scratch", "--weights", "none", "--arch", "mobilenet_v3_small", "--image-size", "32",
-           "--batch-size", "16", "--no-gallery", "--n-bootstrap", "50"]
+SCRATCH = tiny_train_args(epochs=None, n_bootstrap=50)  # each test sets --epochs
 
 
 def test_scratch_run_writes_the_whole_notebook(blob_folder, tmp_path):

@@ -21,7 +21,6 @@ def run(args) -> int:
     from mobilemed.data.transforms import to_model_input
     from mobilemed.explain.gradcam import compute_gradcam, save_overlay
     from mobilemed.inference import Predictor, expand_inputs
-    from mobilemed.io.images import read_image
 
     predictor = Predictor.from_checkpoint(args.checkpoint)
     spec = predictor.spec
@@ -29,7 +28,7 @@ def run(args) -> int:
     files = expand_inputs(args.images)
     out_dir = Path(args.out)
     for file, png in zip(files, output_names(files)):
-        image = read_image(file, size=spec.image_size, use_voi=spec.dicom_voi)  # (H, W) or (H, W, 3) uint8
+        image = predictor.read_image(file)  # (H, W) or (H, W, 3) uint8
         prediction = predictor.predict_images(image[None], [file])
         probs, predicted = prediction.probabilities[0], prediction.labels[0]
         target = default_target(spec, probs) if chosen is None else chosen

@@ -1,4 +1,5 @@
-"""Reading a run folder (see COMMON.md) for the report and run comparison: every piece but one is optional."""
+"""Reading a run folder (as training/run_folder.py writes it) for the report and run comparison: every piece
+but one is optional."""
 from __future__ import annotations
 
 import csv
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mobilemed.data.table import SPLITS
 from mobilemed.errors import MobilemedError
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
