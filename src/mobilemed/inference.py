@@ -1,6 +1,7 @@
 """Predictor: a checkpoint's model plus its own preprocessing, thresholds and temperature.
 
-Never imports training: a deployment needs only this, spec, models, data.transforms and io.
+Never imports training or evaluation: a deployment needs only this, spec, decision, models, data.transforms
+and io.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 
 from mobilemed.batch_predict import predict_logits
 from mobilemed.checkpoint import load_checkpoint
+from mobilemed.decision import decisions, label_text, probabilities
 from mobilemed.errors import MobilemedError
 from mobilemed.io.images import is_image_file, read_image
 from mobilemed.spec import ModelSpec
@@ -43,10 +45,8 @@ class Predictor:
         return predict_logits(self.model, images, self.spec, batch_size=batch_size, tta=self.spec.tta)
 
     def predict_images(self, images: np.ndarray, files: list[str]) -> Predictions:
-        from mobilemed.evaluation.calibration import probabilities_from_logits
-
         logits = self.logits(images)
-        probs = probabilities_from_logits(logits, self.spec.task, self.spec.temperature)
+        probs = probabilities(logits, self.spec)
         return Predictions(list(files), logits, probs, self.predicted_labels(probs), [])
 
     def read_image(self, file) -> np.ndarray:
@@ -73,13 +73,7 @@ class Predictor:
         return result
 
     def predicted_labels(self, probs: np.ndarray) -> list[str]:
-        names, thresholds = self.spec.class_names, self.spec.thresholds
-        if self.spec.task == "binary":
-            return [names[int(p >= thresholds[0])] for p in probs]
-        if self.spec.task == "multiclass":
-            return [names[k] for k in probs.argmax(axis=1)]
-        hits = probs >= np.asarray(thresholds)[None, :]
-        return ["|".join(n for n, h in zip(names, row) if h) or "none" for row in hits]
+        return label_text(decisions(probs, self.spec), self.spec)
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:

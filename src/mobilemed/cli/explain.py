@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from mobilemed.errors import MobilemedError
 
 
@@ -19,7 +17,8 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from mobilemed.data.transforms import to_model_input
-    from mobilemed.explain.gradcam import compute_gradcam, save_overlay
+    from mobilemed.decision import class_probabilities
+    from mobilemed.explain.gradcam import compute_gradcam, default_targets, save_overlay
     from mobilemed.inference import Predictor, expand_inputs
 
     predictor = Predictor.from_checkpoint(args.checkpoint)
@@ -30,9 +29,9 @@ def run(args) -> int:
     for file, png in zip(files, output_names(files)):
         image = predictor.read_image(file)  # (H, W) or (H, W, 3) uint8
         prediction = predictor.predict_images(image[None], [file])
-        probs, predicted = prediction.probabilities[0], prediction.labels[0]
-        target = default_target(spec, probs) if chosen is None else chosen
-        prob = target_probability(spec, probs, target)
+        predicted = prediction.labels[0]
+        target = int(default_targets(prediction.probabilities, spec)[0]) if chosen is None else chosen
+        prob = class_probabilities(prediction.probabilities, spec)[0, target]
         heatmap = compute_gradcam(predictor.model, to_model_input(image[None], spec), spec=spec,
                                   target_classes=[target])[0]
         explained = f"Grad-CAM for {spec.class_names[target]} (p = {prob:.2f})"
@@ -53,20 +52,6 @@ def class_index(spec, name: str | None) -> int | None:
         return folded[0]
     raise MobilemedError(f"--class {name!r} is not a class of this model; choose one of: "
                          f"{', '.join(spec.class_names)}")
-
-
-def default_target(spec, probs: np.ndarray) -> int:
-    """The predicted class: binary by the stored threshold, multiclass argmax, multilabel the top finding."""
-    if spec.task == "binary":
-        return int(float(np.ravel(probs)[0]) >= spec.thresholds[0])
-    return int(np.argmax(probs))
-
-
-def target_probability(spec, probs: np.ndarray, target: int) -> float:
-    if spec.task == "binary":
-        p = float(np.ravel(probs)[0])
-        return p if target == 1 else 1 - p
-    return float(probs[target])
 
 
 def output_names(files: list[str]) -> list[str]:

@@ -1,9 +1,9 @@
-"""Probabilities from logits, temperature scaling and calibration error. numpy + scipy only.
+"""Temperature scaling and calibration error. numpy + scipy only.
 
 Temperature scaling (Guo et al., 2017) divides the logits by one scalar T fitted on VALIDATION by
 minimising the negative log-likelihood; it changes how confident the probabilities are, never the
 ranking (AUROC is unchanged). The fitted T is stored in the spec and every prediction path applies it
-through `probabilities_from_logits`.
+through `mobilemed.decision.probabilities` (re-exported here as `probabilities_from_logits`).
 
 What calibration measures per task:
   binary      P(positive class) against the fraction of positives
@@ -14,22 +14,13 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import expit, log_softmax, softmax
+from scipy.special import log_softmax
+
+from mobilemed.decision import binary_column, decisions
+from mobilemed.decision import probabilities as probabilities_from_logits  # noqa: F401 - the historical name
 
 # T outside this range means the logits are degenerate rather than mis-calibrated.
 LOG_T_BOUNDS = (np.log(0.05), np.log(20.0))
-
-
-def probabilities_from_logits(logits, task: str, temperature: float = 1.0) -> np.ndarray:
-    """Binary (N,) or (N, 1) logits -> (N,) sigmoid; multiclass (N, K) -> softmax; multilabel -> sigmoids."""
-    z = np.asarray(logits, dtype=np.float64) / float(temperature)
-    if task == "binary":
-        return expit(_binary_logits(z))
-    if task == "multiclass":
-        return softmax(z, axis=1)
-    if task == "multilabel":
-        return expit(z)
-    raise ValueError(f"unknown task {task!r}")
 
 
 def apply_temperature(logits, temperature: float, task: str) -> np.ndarray:
@@ -42,7 +33,7 @@ def fit_temperature(logits, y_true, *, task: str) -> float:
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(y_true)
     if task == "binary":
-        z = _binary_logits(z)
+        z = binary_column(z)
     result = minimize_scalar(lambda log_t: negative_log_likelihood(z / np.exp(log_t), y, task),
                              bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-5})
     return float(np.exp(result.x))
@@ -84,15 +75,7 @@ def _calibration_pairs(y_true, y_prob, task: str) -> tuple[np.ndarray, np.ndarra
     """(predicted probability, 0/1 outcome) pairs that calibration compares."""
     y_true, y_prob = np.asarray(y_true), np.asarray(y_prob, dtype=np.float64)
     if task == "multiclass":
-        return y_prob.max(axis=1), (y_prob.argmax(axis=1) == y_true).astype(float)
+        return y_prob.max(axis=1), (decisions(y_prob, task) == y_true).astype(float)
     if task in ("binary", "multilabel"):
         return y_prob.reshape(-1), (y_true.reshape(-1) == 1).astype(float)
     raise ValueError(f"unknown task {task!r}")
-
-
-def _binary_logits(z: np.ndarray) -> np.ndarray:
-    if z.ndim == 2 and z.shape[1] == 1:
-        return z[:, 0]
-    if z.ndim != 1:
-        raise ValueError(f"binary logits have shape (N,) or (N, 1), got {z.shape}")
-    return z

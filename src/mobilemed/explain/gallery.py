@@ -15,7 +15,8 @@ import numpy as np
 from torch import nn
 
 from mobilemed.data.transforms import to_model_input
-from mobilemed.explain.gradcam import compute_gradcam, save_overlay
+from mobilemed.decision import class_probabilities, decisions, label_text
+from mobilemed.explain.gradcam import compute_gradcam, default_targets, save_overlay
 from mobilemed.fsutil import atomic_write
 from mobilemed.spec import ModelSpec
 
@@ -92,41 +93,38 @@ def select_examples(outcomes: Outcomes, *, per_kind: int, seed: int = 0) -> list
 
 
 def _binary_outcomes(spec: ModelSpec, y_true: np.ndarray, p: np.ndarray) -> Outcomes:
-    pred = (p >= spec.thresholds[0]).astype(int)
+    pred = decisions(p, spec)
     kind = np.array([("T" if t == q else "F") + ("P" if q else "N") for t, q in zip(y_true, pred)])
-    prob_pred = np.where(pred == 1, p, 1 - p)
-    names = spec.class_names
-    return Outcomes(list(BINARY_KINDS), kind, pred, prob_pred, prob_pred, [names[t] for t in y_true],
-                    [names[q] for q in pred])
+    prob_pred = _target_probability(spec, p, pred)
+    return Outcomes(list(BINARY_KINDS), kind, pred, prob_pred, prob_pred, label_text(y_true, spec),
+                    label_text(pred, spec))
 
 
 def _multiclass_outcomes(spec: ModelSpec, y_true: np.ndarray, p: np.ndarray) -> Outcomes:
-    pred = p.argmax(axis=1)
-    prob_pred = p[np.arange(len(p)), pred]
+    pred = decisions(p, spec)
+    prob_pred = _target_probability(spec, p, pred)
     safe = _safe_names(spec.class_names)
     kind = np.array([("correct_" if t == q else "incorrect_") + safe[q] for t, q in zip(y_true, pred)])
     kinds = [f"{verdict}_{name}" for name in safe for verdict in ("correct", "incorrect")]
-    names = spec.class_names
-    return Outcomes(kinds, kind, pred, prob_pred, prob_pred, [names[t] for t in y_true],
-                    [names[q] for q in pred])
+    return Outcomes(kinds, kind, pred, prob_pred, prob_pred, label_text(y_true, spec), label_text(pred, spec))
 
 
 def _multilabel_outcomes(spec: ModelSpec, y_true: np.ndarray, p: np.ndarray) -> Outcomes:
-    top = p.argmax(axis=1)  # each image is judged on its most probable finding
+    top = default_targets(p, spec)  # each image is judged on its most probable finding
     rows = np.arange(len(p))
-    p_top = p[rows, top]
-    positive = p_top >= np.asarray(spec.thresholds)[top]
+    p_top = _target_probability(spec, p, top)
+    hits = decisions(p, spec)
+    positive = hits[rows, top]
     truth = y_true[rows, top] == 1
     kind = np.array([("T" if t == q else "F") + ("P" if q else "N") for t, q in zip(truth, positive)])
     confidence = np.where(positive, p_top, 1 - p_top)
-    hits = p >= np.asarray(spec.thresholds)[None, :]
-    true_labels = [_findings(spec, row == 1) for row in y_true]
-    return Outcomes(list(BINARY_KINDS), kind, top, p_top, confidence, true_labels,
-                    [_findings(spec, row) for row in hits])
+    return Outcomes(list(BINARY_KINDS), kind, top, p_top, confidence, label_text(y_true == 1, spec),
+                    label_text(hits, spec))
 
 
-def _findings(spec: ModelSpec, present: np.ndarray) -> str:
-    return "|".join(n for n, h in zip(spec.class_names, present) if h) or "none"
+def _target_probability(spec: ModelSpec, p: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(N,) the model's probability for each example's target class."""
+    return class_probabilities(p, spec)[np.arange(len(p)), target]
 
 
 def _entry(outcomes: Outcomes, i: int, file, png: str, spec: ModelSpec) -> dict:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilemed.decision import decisions, probabilities
 from mobilemed.errors import MissingExtraError, MobilemedError
 from mobilemed.fsutil import atomic_save_figure
 from mobilemed.models import get_backbone
@@ -30,8 +31,7 @@ def compute_gradcam(model: nn.Module, images: torch.Tensor, *, spec: ModelSpec,
     """Grad-CAM heatmaps of `model` on normalised input `images` (B, C, H, W).
 
     target_classes: one class index (into spec.class_names) for every image, one per image, or None
-    for the predicted class (binary: P(positive) >= spec.thresholds[0]; multiclass: argmax;
-    multilabel: the most probable finding). Binary models have one logit: class 1 is explained by
+    for the default target (`default_targets`: the predicted class; multilabel: the most probable finding). Binary models have one logit: class 1 is explained by
     that logit, class 0 by its negative.
     Returns: heatmaps (B, H, W) float32 in [0, 1], each scaled to its own maximum.
     The model's train/eval modes, requires_grad flags and .grad tensors are as before, and no hook
@@ -89,12 +89,12 @@ def _cell_coordinates(n_in: int, n_out: int) -> torch.Tensor:
     return cell / max(n_out - 1, 1) * 2 - 1
 
 
-def predicted_classes(logits: torch.Tensor, spec: ModelSpec) -> np.ndarray:
-    """(B, num_outputs) logits -> (B,) class index the model predicts (multilabel: most probable finding)."""
-    logits = logits.detach().float() / spec.temperature
-    if spec.task == "binary":
-        return (torch.sigmoid(logits[:, 0]) >= spec.thresholds[0]).long().numpy()
-    return logits.argmax(dim=1).numpy()  # softmax / sigmoid are monotone: argmax of the logits
+def default_targets(probs: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """(N,) class index a heatmap explains unless told otherwise: the predicted class (decision.decisions);
+    a multilabel model predicts a set, so there the most probable finding. probs: decision.probabilities."""
+    if spec.task == "multilabel":
+        return np.asarray(probs).argmax(axis=1)
+    return decisions(probs, spec)
 
 
 def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
@@ -169,7 +169,7 @@ def _resolve_targets(model: nn.Module, images: torch.Tensor, spec: ModelSpec, ta
     batch = images.shape[0]
     if target_classes is None:
         with torch.no_grad():
-            return predicted_classes(model(images), spec).tolist()
+            return default_targets(probabilities(model(images).float().numpy(), spec), spec).tolist()
     classes = [int(target_classes)] * batch if np.ndim(target_classes) == 0 else [int(k) for k in target_classes]
     if len(classes) != batch:
         raise ValueError(f"target_classes has {len(classes)} entries for {batch} images")
