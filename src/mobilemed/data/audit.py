@@ -22,6 +22,7 @@ from mobilemed.data.duplicates import (HASH_SIZE, HASH_WORDS, close_pairs, file_
 from mobilemed.data.audit_report import AuditReport, ImageGroup
 from mobilemed.data.splits import groups_across_splits, split_summary
 from mobilemed.data.table import ImageTable
+from mobilemed.decision import label_text
 from mobilemed.errors import MobilemedError
 from mobilemed.io.images import image_info, read_image
 
@@ -92,10 +93,8 @@ def summarise_image_info(infos: list[dict], top: int = 10) -> dict:
 
 def label_texts(table: ImageTable) -> list[str]:
     """Each row's label as text: the class name, or the findings joined by "|" ("none" when empty)."""
-    if table.is_multilabel:
-        hits = np.asarray(table.labels) > 0.5
-        return ["|".join(np.array(table.class_names)[row]) or "none" for row in hits]
-    return [table.class_names[int(k)] for k in table.labels]
+    labels = np.asarray(table.labels)
+    return label_text(labels > 0.5 if table.is_multilabel else labels, table.class_names)
 
 
 def _scan_file(path) -> dict:

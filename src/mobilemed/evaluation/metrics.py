@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
 
+from mobilemed.decision import decisions
 from mobilemed.evaluation import resampling as rs
 
 log = logging.getLogger(__name__)
@@ -148,14 +149,12 @@ def _resolve_thresholds(thresholds, task: str, k: int) -> list[float]:
 
 def _columns(y_true, y_prob, task, class_names, thresholds) -> dict[str, tuple]:
     """class name -> (truth (N,) bool, score (N,), prediction (N,) bool, threshold or None)."""
+    pred = decisions(y_prob, task, thresholds)
     if task == "binary":
-        t = thresholds[0]
-        return {class_names[1]: (y_true == 1, y_prob, y_prob >= t, t)}
+        return {class_names[1]: (y_true == 1, y_prob, pred == 1, thresholds[0])}
     if task == "multiclass":
-        pred = y_prob.argmax(axis=1)
         return {name: (y_true == k, y_prob[:, k], pred == k, None) for k, name in enumerate(class_names)}
-    return {name: (y_true[:, k] == 1, y_prob[:, k], y_prob[:, k] >= thresholds[k], thresholds[k])
-            for k, name in enumerate(class_names)}
+    return {name: (y_true[:, k] == 1, y_prob[:, k], pred[:, k], thresholds[k]) for k, name in enumerate(class_names)}
 
 
 def _point_column(truth, score, pred, _threshold) -> dict:
@@ -172,7 +171,7 @@ def _point_column(truth, score, pred, _threshold) -> dict:
 
 def _point_accuracy(y_true, y_prob, task, columns) -> np.ndarray:
     if task == "multiclass":
-        return np.array([accuracy_score(y_true, y_prob.argmax(axis=1))])
+        return np.array([accuracy_score(y_true, decisions(y_prob, task))])
     return np.array([np.mean([np.mean(truth == pred) for truth, _s, pred, _t in columns.values()])])
 
 
@@ -206,7 +205,7 @@ def _bootstrap_chunk(w: np.ndarray, y_true, y_prob, task, columns) -> tuple[dict
         cols[name]["average_precision"] = rs.weighted_average_precision(w, truth, score)
     n = w.sum(axis=1)
     if task == "multiclass":
-        accuracy = w @ (y_prob.argmax(axis=1) == y_true) / n
+        accuracy = w @ (decisions(y_prob, task) == y_true) / n
     else:
         accuracy = np.mean([w @ (truth == pred) / n for truth, _s, pred, _t in columns.values()], axis=0)
     return cols, _overall(cols, accuracy, task)
@@ -230,7 +229,7 @@ def _confusion(y_true, y_prob, task, columns) -> list[list[int]] | None:
         (truth, _s, pred, _t), = columns.values()
         true_idx, pred_idx, k = truth.astype(int), pred.astype(int), 2
     else:
-        true_idx, pred_idx, k = y_true, y_prob.argmax(axis=1), y_prob.shape[1]
+        true_idx, pred_idx, k = y_true, decisions(y_prob, task), y_prob.shape[1]
     matrix = np.zeros((k, k), dtype=int)
     np.add.at(matrix, (true_idx, pred_idx), 1)
     return matrix.tolist()

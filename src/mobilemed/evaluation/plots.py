@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
+from mobilemed.decision import is_positive
 from mobilemed.evaluation.calibration import expected_calibration_error, reliability_curve
 from mobilemed.fsutil import atomic_save_figure
 
@@ -128,7 +129,7 @@ def _draw_roc(ax, name, truth, score, threshold, *, legend: bool = False, point:
         text = f"AUROC {auc(fpr, tpr):.3f}"
     ax.plot(fpr, tpr, lw=1.6, label=f"{name} ({text})" if legend else None, **style)
     if threshold is not None and point and len(fpr):
-        pred = score >= threshold
+        pred = is_positive(score, threshold)
         sens, spec = _rate(truth & pred, truth), _rate(~truth & ~pred, ~truth)
         ax.plot(1 - spec, sens, "o", color="black", ms=6,
                 label=f"operating point, t = {threshold:.3f}\n(sens {sens:.2f}, spec {spec:.2f})")
@@ -162,7 +163,7 @@ def _draw_pr(ax, name, truth, score, threshold, *, legend: bool = False, point: 
     if point:
         ax.axhline(truth.mean(), color="0.6", lw=1, linestyle=":", label=f"prevalence {truth.mean():.2f}")
     if threshold is not None and point:
-        pred = score >= threshold
+        pred = is_positive(score, threshold)
         ax.plot(_rate(truth & pred, truth), _rate(truth & pred, pred), "o", color="black", ms=6,
                 label=f"operating point, t = {threshold:.3f}")
     return text
