@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from mobilemed.assets import home
+from mobilemed.assets.home import home
 from mobilemed.data.table import ImageTable
 from mobilemed.errors import MobilemedError
 from mobilemed.fsutil import atomic_write

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mobilemed.assets import ensure_medmnist, medmnist_info
+from mobilemed.assets.medmnist_files import ensure_medmnist, medmnist_info
 from mobilemed.data.table import ImageTable
 
 # medmnist's task strings -> ours. Ordinal grades (RetinaMNIST) are trained as multi-class.
