@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mobilemed.models import BACKBONES, build_model
-from mobilemed.spec import ModelSpec
+from mobilemed.spec import GRAY_MEAN, GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
 
 def _spec(arch, in_chans=3, task="multiclass", classes=("a", "b", "c")):
@@ -54,6 +54,28 @@ def test_cam_layer_exists_and_is_spatial(arch):
     assert len(seen["shape"]) == 4 and seen["shape"][-1] == 2  # 64 px / 32 = a 2x2 map
 
 
+@pytest.mark.parametrize("arch", sorted(BACKBONES))
+def test_registry_metadata_names_real_modules(arch):
+    """The entry's first conv, classifier and pre-logits exist in the stock model, and surgery uses them."""
+    info = BACKBONES[arch]
+    stock = info.build()
+    first, classifier = stock.get_submodule(info.first_conv), stock.get_submodule(info.classifier)
+    assert isinstance(first, torch.nn.Conv2d) and first.in_channels == 3
+    assert isinstance(classifier, torch.nn.Linear) and classifier.out_features == 1000  # ImageNet's classes
+    assert all(stock.get_submodule(name) is not classifier for name in info.pre_logits)
+    assert len(info.mean) == len(info.std) == 3 and info.input_size == 224
+    gray = build_model(_spec(arch, in_chans=1))
+    assert gray.get_submodule(f"backbone.{info.first_conv}").in_channels == 1
+    assert gray.backbone.num_features == classifier.in_features == gray.head[1].in_features
+    assert gray.backbone(torch.randn(1, 1, 64, 64)).shape == (1, classifier.in_features)
+
+
+def test_normalisation_of_a_gray_stem_averages_the_channels():
+    info = BACKBONES["mobilenet_v2"]
+    assert info.normalisation(3) == (IMAGENET_MEAN, IMAGENET_STD)
+    assert info.normalisation(1) == (GRAY_MEAN, GRAY_STD)
+
+
 def test_gray_stem_matches_rgb_replicated_input():
     """The 1-channel stem is the RGB stem summed over channels: gray g acts like (g, g, g)."""
     from mobilemed.models.build import adapt_stem_to_gray
@@ -64,7 +86,7 @@ def test_gray_stem_matches_rgb_replicated_input():
     conv_rgb = rgb.features[0][0]
     gray = mobilenet_v2().eval()
     gray.features[0][0].weight.data.copy_(conv_rgb.weight.data)
-    adapt_stem_to_gray(gray)
+    adapt_stem_to_gray(gray, BACKBONES["mobilenet_v2"].first_conv)
     x = torch.rand(1, 1, 32, 32)
     assert torch.allclose(conv_rgb(x.repeat(1, 3, 1, 1)), gray.features[0][0](x), atol=1e-5)
 

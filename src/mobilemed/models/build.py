@@ -4,22 +4,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mobilemed.models.registry import ALIASES, get_backbone
+from mobilemed.models.registry import ALIASES, BackboneInfo, get_backbone
 from mobilemed.spec import ModelSpec
 
 
 class Backbone(nn.Module):
-    """features -> global average pool -> (B, D); for MobileNetV3 also its pretrained pre-logits."""
+    """features -> global average pool -> (B, D), then the entry's pretrained pre-logits (MobileNetV3)."""
 
-    def __init__(self, tv_model: nn.Module, pre_logits: bool):
+    def __init__(self, tv_model: nn.Module, info: BackboneInfo):
         super().__init__()
         self.features = tv_model.features
         self.pool = nn.AdaptiveAvgPool2d(1)
-        # V3's classifier is Linear -> Hardswish -> Dropout -> Linear; the first two are pretrained
-        # features in their own right, so they stay with the backbone and only the last Linear goes.
-        self.pre_logits = nn.Sequential(*tv_model.classifier[:2]) if pre_logits else nn.Identity()
-        last = tv_model.classifier[-1]
-        self.num_features = last.in_features
+        kept = [tv_model.get_submodule(name) for name in info.pre_logits]
+        self.pre_logits = nn.Sequential(*kept) if kept else nn.Identity()
+        self.num_features = tv_model.get_submodule(info.classifier).in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, D)
         return self.pre_logits(torch.flatten(self.pool(self.features(x)), 1))
@@ -55,16 +53,17 @@ class MobileNetClassifier(nn.Module):
         return self
 
 
-def adapt_stem_to_gray(tv_model: nn.Module) -> None:
-    """Replace the first 3-channel conv by a 1-channel one whose kernel is the sum over RGB
+def adapt_stem_to_gray(tv_model: nn.Module, first_conv: str) -> None:
+    """Replace the 3-channel conv named first_conv by a 1-channel one whose kernel is the sum over RGB
     (timm's adapt_input_conv): a gray image g gives the response the RGB image (g, g, g) would."""
-    conv = tv_model.features[0][0]
+    conv = tv_model.get_submodule(first_conv)
     gray = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
     with torch.no_grad():
         gray.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
         if conv.bias is not None:
             gray.bias.copy_(conv.bias)
-    tv_model.features[0][0] = gray
+    parent, _, name = first_conv.rpartition(".")
+    setattr(tv_model.get_submodule(parent), name, gray)
 
 
 def build_model(spec: ModelSpec, backbone_state: dict | None = None) -> MobileNetClassifier:
@@ -83,5 +82,5 @@ def build_model(spec: ModelSpec, backbone_state: dict | None = None) -> MobileNe
                 f"the weights do not fit {ALIASES.get(spec.arch, spec.arch)}: {' '.join(first)}; "
                 "pass weights made for this architecture or choose the matching --arch") from None
     if spec.in_chans == 1:
-        adapt_stem_to_gray(tv_model)
-    return MobileNetClassifier(Backbone(tv_model, info.pre_logits), spec.num_outputs, spec.dropout)
+        adapt_stem_to_gray(tv_model, info.first_conv)
+    return MobileNetClassifier(Backbone(tv_model, info), spec.num_outputs, spec.dropout)

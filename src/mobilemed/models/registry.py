@@ -7,23 +7,53 @@ from typing import Callable
 
 from torchvision import models as tvm
 
+from mobilemed.spec import IMAGENET_MEAN, IMAGENET_STD
+
 
 @dataclass(frozen=True)
 class BackboneInfo:
-    """build() returns a stock torchvision model; imagenet names its torchvision weights enum member
-    (None where torchvision publishes none); cam_layer is the Grad-CAM target inside our wrapper."""
+    """One backbone and the metadata that drives surgery on it (timm's pretrained cfg).
+
+    build() returns a stock torchvision model; imagenet names its torchvision weights enum member (None
+    where torchvision publishes none). Module names inside that stock model: first_conv, the stem conv
+    a 1-channel model replaces; classifier, the ImageNet Linear our head replaces; pre_logits, modules
+    before it that are pretrained features in their own right and stay with the backbone. cam_layer is
+    the Grad-CAM target inside our wrapper. mean/std and input_size are what the weights were trained on.
+    """
 
     build: Callable
     imagenet: str | None
     cam_layer: str
-    pre_logits: bool = False  # MobileNetV3 keeps its pretrained Linear+Hardswish before the head
+    first_conv: str = "features.0.0"
+    classifier: str = "classifier.1"
+    pre_logits: tuple[str, ...] = ()
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    input_size: int = 224
+
+    def normalisation(self, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) for 3-channel input, or for a 1-channel stem summed over RGB (build.adapt_stem_to_gray):
+        a gray image then stands for (g, g, g), whose statistics are the average of the three channels'."""
+        if in_chans == 3:
+            return self.mean, self.std
+        if in_chans == 1:
+            return (sum(self.mean) / 3,), (sum(self.std) / 3,)
+        raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
 
 
 def _v2(width: float) -> BackboneInfo:
     weights = "MobileNet_V2_Weights.IMAGENET1K_V1" if width == 1.0 else None
     # The last block of `features` is the 1x1 conv to 1280 (x width) channels: the deepest layer that
     # still has a spatial map (7x7 at 224 px), the standard Grad-CAM target for MobileNetV2.
+    # Its classifier is Dropout -> Linear.
     return BackboneInfo(partial(tvm.mobilenet_v2, width_mult=width), weights, "backbone.features.18")
+
+
+def _v3(build: Callable, weights: str, cam_layer: str) -> BackboneInfo:
+    # V3's classifier is Linear -> Hardswish -> Dropout -> Linear; the first two are pretrained features
+    # in their own right, so they stay with the backbone and only the last Linear is replaced.
+    return BackboneInfo(build, weights, cam_layer, classifier="classifier.3",
+                        pre_logits=("classifier.0", "classifier.1"))
 
 
 BACKBONES: dict[str, BackboneInfo] = {
@@ -33,10 +63,10 @@ BACKBONES: dict[str, BackboneInfo] = {
     "mobilenet_v2": _v2(1.0),
     "mobilenet_v2_140": _v2(1.4),
     # For V3 the last spatial layer is again the final 1x1 conv of `features` (576 / 960 channels).
-    "mobilenet_v3_small": BackboneInfo(tvm.mobilenet_v3_small, "MobileNet_V3_Small_Weights.IMAGENET1K_V1",
-                                       "backbone.features.12", pre_logits=True),
-    "mobilenet_v3_large": BackboneInfo(tvm.mobilenet_v3_large, "MobileNet_V3_Large_Weights.IMAGENET1K_V1",
-                                       "backbone.features.16", pre_logits=True),
+    "mobilenet_v3_small": _v3(tvm.mobilenet_v3_small, "MobileNet_V3_Small_Weights.IMAGENET1K_V1",
+                              "backbone.features.12"),
+    "mobilenet_v3_large": _v3(tvm.mobilenet_v3_large, "MobileNet_V3_Large_Weights.IMAGENET1K_V1",
+                              "backbone.features.16"),
 }
 ALIASES = {"mobilenet_v2_100": "mobilenet_v2"}
 
