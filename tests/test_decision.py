@@ -128,3 +128,19 @@ def test_explain_cli_and_gradcam_follow_the_predicted_class(tmp_path, capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if "predicted" in line]
     for line, label in zip(lines, predicted.labels):
         assert f"predicted {label}; Grad-CAM for {label} " in line
+
+
+def test_a_prediction_loads_neither_evaluation_nor_scipy():
+    """The deployment path: a Predictor's answer needs decision, not evaluation (nor its scipy/sklearn)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from mobilemed.inference import Predictor\nfrom mobilemed.models import build_model\n"
+            "from mobilemed.spec import ModelSpec\n"
+            "spec = ModelSpec(arch='mobilenet_v3_small', class_names=['a', 'b'], task='binary', image_size=32)\n"
+            "Predictor(build_model(spec), spec).predict_images(np.zeros((2, 32, 32, 3), np.uint8), ['x', 'y'])\n"
+            "print(sorted(m for m in ('scipy', 'sklearn', 'matplotlib', 'mobilemed.evaluation', 'mobilemed.training')"
+            " if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
