@@ -31,8 +31,8 @@ def compute_gradcam(model: nn.Module, images: torch.Tensor, *, spec: ModelSpec,
     """Grad-CAM heatmaps of `model` on normalised input `images` (B, C, H, W).
 
     target_classes: one class index (into spec.class_names) for every image, one per image, or None
-    for the default target (`default_targets`: the predicted class; multilabel: the most probable finding). Binary models have one logit: class 1 is explained by
-    that logit, class 0 by its negative.
+    for the default target (`default_targets`: the predicted class; multilabel: the most probable
+    finding). Binary models have one logit: class 1 is explained by that logit, class 0 by its negative.
     Returns: heatmaps (B, H, W) float32 in [0, 1], each scaled to its own maximum.
     The model's train/eval modes, requires_grad flags and .grad tensors are as before, and no hook
     is left behind.
