@@ -78,7 +78,9 @@ def test_split_folders_beside_other_folders_stop_with_the_flag(tmp_path):
     ({"train/a": 2, "train/b": 2, "eval/a": 1, "eval/b": 1}, "test=eval"),
     ({"train_images": 3, "test_images": 3}, "--labels"),  # APTOS: images in split folders, labels in a CSV
     ({"Training/a": 2, "Training/b": 2, "Testing/a": 2, "Testing/B": 2}, "Testing/: B, a; Training/: a, b"),
-    ({"wrapper/train/a": 2, "wrapper/train/b": 2}, "pass "),
+    ({"wrapper/train/a": 2, "wrapper/train/b": 2}, "holds the single folder wrapper/ (which holds train/): pass "),
+    ({"training_set/training_set/a": 2, "training_set/training_set/b": 2, "test_set/test_set/a": 1,
+      "test_set/test_set/b": 1}, "--split-folders train=training_set/training_set,test=test_set/test_set"),
 ])
 def test_ambiguous_layouts_stop_with_what_was_found(tmp_path, layout, expected):
     root = make_tree(tmp_path / "data", layout)
@@ -157,3 +159,16 @@ def test_train_audit_and_evaluate_read_training_testing_alike(tmp_path):
     assert main(["--quiet", "evaluate", str(run / "best.pt"), str(root), "--n-bootstrap", "10",
                  "--out", str(tmp_path / "eval")]) == 0
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["n"] == 9
+
+
+def test_split_flags_are_checked_before_reading(tmp_path, capsys):
+    root = make_tree(tmp_path / "d", TRAINING_TESTING)
+    with pytest.raises(SystemExit) as stop:
+        main(["audit", str(root), "--split-folders", "training=Training"])
+    assert stop.value.code == 2 and "SPLIT one of train, val, test" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["audit", str(root), "--split-folders", "train=Training,train=Testing"])
+    assert "repeats one" in capsys.readouterr().err
+    (tmp_path / "m.csv").write_text("path,label\nd/Training/a/a_0.png,a\nd/Training/b/b_0.png,b\n")
+    assert main(["audit", str(tmp_path / "m.csv"), "--split-folders", "train=Training"]) == 2
+    assert "--split-column" in capsys.readouterr().err

@@ -93,7 +93,7 @@ def split_folders(root: Path, explicit: dict[str, str] | None = None) -> dict[st
         split = split_of_name(folder.name)
         (by_split.setdefault(split, []) if split else others).append(folder)
     if not by_split:
-        _refuse_wrapper(root, folders)
+        _refuse_wrapper(root)
         return {"": root}
     flag = "--split-folders " + ",".join(f"{s}={by_split[s][0].name}" for s in SPLITS if s in by_split)
     if others:
@@ -105,7 +105,9 @@ def split_folders(root: Path, explicit: dict[str, str] | None = None) -> dict[st
         split, found = next(iter(doubled.items()))
         raise MobilemedError(f"{root}: folders {_list(found)} are all the {split} split; choose one with "
                              f"--split-folders {split}={found[0].name}")
-    return {split: found[0] for split, found in by_split.items()}
+    chosen = {split: found[0] for split, found in by_split.items()}
+    _refuse_split_wrappers(root, chosen)
+    return chosen
 
 
 def _explicit_split_folders(root: Path, explicit: dict[str, str]) -> dict[str, Path]:
@@ -120,15 +122,30 @@ def _explicit_split_folders(root: Path, explicit: dict[str, str]) -> dict[str, P
     return chosen
 
 
-def _refuse_wrapper(root: Path, folders: list[Path]) -> None:
+def _refuse_wrapper(root: Path) -> None:
     """A single folder holding the data one level down (an unzipped archive): name the inner folder."""
-    if len(folders) != 1:
-        return
-    inner = folders[0]
-    inside = subfolders(inner, root)
-    if inside and not any(is_image_file(p) for p in inner.iterdir() if p.is_file()):
-        raise MobilemedError(f"{root} holds the single folder {inner.name}/ (which holds {_list(inside)}): "
-                             f"pass {inner} as the data folder")
+    inner = _single_wrapped(root, root)
+    if inner is not None:
+        raise MobilemedError(f"{root} holds the single folder {inner.name}/ (which holds "
+                             f"{_list(subfolders(inner, root))}): pass {inner} as the data folder")
+
+
+def _refuse_split_wrappers(root: Path, chosen: dict[str, Path]) -> None:
+    """training_set/training_set/<class>/ (a common Kaggle nesting): name the inner folders in the flag."""
+    inner = {split: _single_wrapped(folder, root) for split, folder in chosen.items()}
+    if any(inner.values()):
+        mapping = ",".join(f"{s}={(inner[s] or chosen[s]).relative_to(root).as_posix()}" for s in SPLITS if s in chosen)
+        raise MobilemedError(f"{root}: split folders {_list(list(chosen.values()))} hold a single folder each "
+                             f"rather than class folders; if the classes are one level down, read them with "
+                             f"--split-folders {mapping}")
+
+
+def _single_wrapped(folder: Path, root: Path) -> Path | None:
+    """The one folder inside `folder` when it holds nothing else but folders (a wrapper), else None."""
+    inside = subfolders(folder, root)
+    if len(inside) != 1 or not subfolders(inside[0], root):
+        return None
+    return None if any(is_image_file(p) for p in folder.iterdir() if p.is_file()) else inside[0]
 
 
 def class_folders(folder: Path, root: Path, split: str = "") -> dict[str, list[str]]:
