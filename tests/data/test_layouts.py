@@ -147,18 +147,20 @@ def test_csv_split_values_any_case_and_mapped(tmp_path):
 
 
 def test_train_audit_and_evaluate_read_training_testing_alike(tmp_path):
-    root = make_tree(tmp_path / "mri", {f"{s}/{c}": n for s, n in (("Training", 6), ("Testing", 3))
-                                        for c in ("glioma", "notumor", "pituitary")})
+    """Brain Tumor MRI's layout: Training/ and Testing/ with the same four class folders."""
+    classes = ["glioma", "meningioma", "notumor", "pituitary"]
+    root = make_tree(tmp_path / "mri", {f"{s}/{c}": n for s, n in (("Training", 5), ("Testing", 3)) for c in classes})
     assert main(["--quiet", "audit", str(root), "--out", str(tmp_path / "audit"), "--near-threshold", "-1"]) == 0
     audit = json.loads((tmp_path / "audit" / "audit.json").read_text())
-    assert audit["class_names"] == ["glioma", "notumor", "pituitary"]
+    assert audit["class_names"] == classes and list(audit["counts"]) == ["train", "test"]
+    assert [audit["counts"][s]["images"] for s in ("train", "test")] == [20, 12]
     run = tmp_path / "run"
-    assert main(["--quiet", "train", str(root), "--out", str(run), "--val-fraction", "0.34", *tiny_train_args()]) == 0
-    spec = json.loads((run / "spec.json").read_text())
-    assert spec["class_names"] == ["glioma", "notumor", "pituitary"]
+    assert main(["--quiet", "train", str(root), "--out", str(run), "--val-fraction", "0.4", *tiny_train_args()]) == 0
+    assert json.loads((run / "spec.json").read_text())["class_names"] == classes
     assert main(["--quiet", "evaluate", str(run / "best.pt"), str(root), "--n-bootstrap", "10",
                  "--out", str(tmp_path / "eval")]) == 0
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["n"] == 9
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert evaluated["n"] == 12 and evaluated["evaluation"]["class_counts"] == dict.fromkeys(classes, 3)
 
 
 def test_split_flags_are_checked_before_reading(tmp_path, capsys):

@@ -179,7 +179,8 @@ def class_images(class_dir: Path) -> list[str]:
     if masks and len(masks) < len(files):  # every file named *mask*: a class about masks, not segmentation
         log.warning("%s: skipped %d segmentation masks (e.g. %s): a mask is not an image of its class",
                     class_dir, len(masks), Path(masks[0]).name)
-        files = [f for f in files if f not in set(masks)]
+        skipped = set(masks)
+        files = [f for f in files if f not in skipped]
     return files
 
 
