@@ -174,3 +174,11 @@ def test_split_flags_are_checked_before_reading(tmp_path, capsys):
     (tmp_path / "m.csv").write_text("path,label\nd/Training/a/a_0.png,a\nd/Training/b/b_0.png,b\n")
     assert main(["audit", str(tmp_path / "m.csv"), "--split-folders", "train=Training"]) == 2
     assert "--split-column" in capsys.readouterr().err
+
+
+def test_class_folders_holding_split_folders_say_the_split_is_made_afresh(tmp_path, caplog):
+    root = make_tree(tmp_path / "d", {f"{c}/{s}": 2 for c in ("NORMAL", "PNEUMONIA") for s in ("train", "test")})
+    with caplog.at_level(logging.WARNING):
+        table = read_source(str(root), DataOptions())
+    assert table.class_names == ["NORMAL", "PNEUMONIA"] and set(table.splits) == {""}
+    assert "holds split folders (test, train): read as one class and split afresh" in caplog.text

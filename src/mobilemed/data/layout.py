@@ -152,6 +152,10 @@ def class_folders(folder: Path, root: Path, split: str = "") -> dict[str, list[s
     """class name -> sorted image files (masks left out) of each class folder in `folder`."""
     classes = {}
     for class_dir in subfolders(folder, root):
+        inverted = [d.name for d in subfolders(class_dir, root) if split_of_name(d.name)]
+        if inverted:  # class/split instead of split/class: the labels are right, the given split is lost
+            log.warning("class folder %s holds split folders (%s): read as one class and split afresh; arrange "
+                        "the data as <split>/<class>/ to keep the given split", class_dir, ", ".join(inverted))
         files = class_images(class_dir)
         if not files:
             raise MobilemedError(f"class folder {class_dir} holds no images; add images or remove the folder")
