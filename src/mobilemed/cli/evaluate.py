@@ -37,7 +37,7 @@ def run(args) -> int:
                                   use_voi=spec.dicom_voi)
     part = part.subset(keep)
     labels = eval_data.remap_labels(part, spec.class_names)
-    about = eval_data.describe(part, args.data, args.split, spec.class_names)
+    about = eval_data.describe(args.data, args.split, labels, spec.class_names)
     result = predictor.predict_images(np.asarray(images), list(part.paths))
     class_names, thresholds, labels, probabilities = eval_data.as_positive(
         args.positive_class, spec.class_names, spec.thresholds, labels, result.probabilities)

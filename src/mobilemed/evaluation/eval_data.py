@@ -96,13 +96,12 @@ def as_positive(positive: str | None, class_names: list[str], thresholds: list[f
     return class_names[::-1], [1.0 - t for t in thresholds], 1 - np.asarray(labels), 1.0 - np.asarray(y_prob)
 
 
-def describe(table: ImageTable, data: str, split: str, class_names: list[str]) -> dict:
-    """What was scored, for metrics.json "evaluation" and the printed summary."""
-    labels = remap_labels(table, class_names)
-    counts = labels.sum(axis=0) if table.is_multilabel else np.bincount(labels, minlength=len(class_names))
+def describe(data: str, split: str, labels: np.ndarray, class_names: list[str]) -> dict:
+    """What was scored (labels as remap_labels gives them), for metrics.json "evaluation" and the summary."""
+    counts = labels.sum(axis=0) if labels.ndim == 2 else np.bincount(labels, minlength=len(class_names))
     return {"kind": "external" if split == ALL else "held-out split", "split": split,
             "data": str(Path(data).expanduser().resolve()) if Path(data).expanduser().exists() else data,
-            "n_images": len(table), "class_counts": dict(zip(class_names, map(int, counts)))}
+            "n_images": len(labels), "class_counts": dict(zip(class_names, map(int, counts)))}
 
 
 def format_description(about: dict) -> str:
