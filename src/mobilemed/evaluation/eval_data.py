@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,8 @@ def rows_to_evaluate(data: str, options: DataOptions, split: str, saved_split: P
     saved_split = saved_split if saved_split and saved_split.is_file() else None
     if split == ALL:
         table = read_source(data, options)
+        if len(table) == 0:
+            raise MobilemedError(f"{data}: no images found")
         _refuse_seen_images(table, saved_split)
         return table
     table = load_table(data, options)
@@ -51,8 +54,8 @@ def _refuse_seen_images(table: ImageTable, saved_split: Path | None) -> None:
     if saved_split is None:
         return
     with open(saved_split, newline="") as handle:
-        seen = {row["path"] for row in csv.DictReader(handle) if row["split"] in ("train", "val")}
-    seen = [p for p in table.paths if str(p) in seen]
+        seen = {os.path.abspath(row["path"]) for row in csv.DictReader(handle) if row["split"] in ("train", "val")}
+    seen = [p for p in table.paths if os.path.abspath(str(p)) in seen]  # "data/x.png" and "/work/data/x.png" alike
     if seen:
         raise MobilemedError(f"{len(seen)} of these {len(table)} images trained or tuned the model (they are in "
                              f"{saved_split}, e.g. {seen[0]}): --split all is for external data; score the run's "
