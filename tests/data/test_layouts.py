@@ -174,6 +174,8 @@ def test_split_flags_are_checked_before_reading(tmp_path, capsys):
     (tmp_path / "m.csv").write_text("path,label\nd/Training/a/a_0.png,a\nd/Training/b/b_0.png,b\n")
     assert main(["audit", str(tmp_path / "m.csv"), "--split-folders", "train=Training"]) == 2
     assert "--split-column" in capsys.readouterr().err
+    assert main(["audit", str(tmp_path / "m.csv"), "--split-values", "test=holdout"]) == 2
+    assert "name the column with --split-column" in capsys.readouterr().err
 
 
 def test_class_folders_holding_split_folders_say_the_split_is_made_afresh(tmp_path, caplog):

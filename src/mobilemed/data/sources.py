@@ -68,6 +68,9 @@ def _read_rows(data: str, options: DataOptions) -> ImageTable:
     if options.split_folders and (csv is not None or not path.is_dir()):
         raise MobilemedError(f"--split-folders names the split folders of an image folder; {data} is read "
                              "from a table or by name (use --split-column for a table's splits)")
+    if options.split_values and not options.split_column:
+        raise MobilemedError("--split-values says what the values of a split column mean: name the column with "
+                             "--split-column")
     if csv is not None:
         from mobilemed.data.manifest import read_manifest
 
