@@ -77,6 +77,7 @@ def test_split_folders_beside_other_folders_stop_with_the_flag(tmp_path):
     ({"train/a": 2, "train/b": 2, "training/a": 2, "training/b": 2}, "--split-folders train=train"),
     ({"train/a": 2, "train/b": 2, "eval/a": 1, "eval/b": 1}, "test=eval"),
     ({"train_images": 3, "test_images": 3}, "--labels"),  # APTOS: images in split folders, labels in a CSV
+    ({"train/a": 2, "train/b": 2, "test": 3}, "left out by naming the others with --split-folders"),  # unlabelled
     ({"Training/a": 2, "Training/b": 2, "Testing/a": 2, "Testing/B": 2}, "Testing/: B, a; Training/: a, b"),
     ({"wrapper/train/a": 2, "wrapper/train/b": 2}, "holds the single folder wrapper/ (which holds train/): pass "),
     ({"training_set/training_set/a": 2, "training_set/training_set/b": 2, "test_set/test_set/a": 1,

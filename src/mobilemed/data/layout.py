@@ -162,9 +162,11 @@ def class_folders(folder: Path, root: Path, split: str = "") -> dict[str, list[s
         classes[class_dir.name] = files
     loose = [p for p in folder.iterdir() if p.is_file() and is_image_file(p)]
     if loose and not classes:
-        where = f"the {split} folder {folder}" if split else str(folder)
+        where, skip = (f"the {split} folder {folder}", "; an unlabelled folder is left out by naming the others "
+                       "with --split-folders, e.g. train=train") if split else (str(folder), "")
         raise MobilemedError(f"{where} holds {len(loose)} images but no class folders, so nothing gives their "
-                             f"labels: arrange them as {folder}/<class>/image, or give a label table with --labels")
+                             f"labels: arrange them as {folder}/<class>/image, or give a label table with --labels"
+                             f"{skip}")
     if loose:
         log.warning("%s: %d images outside any class folder are not used (e.g. %s)", folder, len(loose), loose[0].name)
     return classes
