@@ -28,6 +28,13 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                        help="DICOM: ignore VOI LUT / Window Center-Width and map the full stored range (the "
                             "choice is saved in the model's spec and used by predict and explain)")
     group.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images instead of stopping")
+    group.add_argument("--split-folders", type=_split_mapping(many_to_one=False),
+                       help="the split folders of an image folder, e.g. train=Training,test=Testing (paths relative "
+                            "to DATA); only these are read")
+    group.add_argument("--split-values", type=_split_mapping(many_to_one=True),
+                       help="what the --split-column values mean, e.g. test=holdout,val=eval (SPLIT=VALUE,...)")
+    group.add_argument("--positive-class", help="binary tasks: the class that is the finding (sensitivity, PPV ... "
+                                                "describe detecting it); default: the class not named like 'normal'")
 
 
 def data_options(args) -> DataOptions:
@@ -36,8 +43,22 @@ def data_options(args) -> DataOptions:
                        group_column=args.group_column, split_column=args.split_column,
                        medmnist_size=args.medmnist_size, val_fraction=args.val_fraction,
                        test_fraction=args.test_fraction, seed=args.split_seed,
-                       resplit=args.resplit, use_voi=args.use_voi)
+                       resplit=args.resplit, use_voi=args.use_voi, split_folders=args.split_folders,
+                       split_values=args.split_values, positive_class=args.positive_class)
 
 
 def _comma_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
+
+
+
+def _split_mapping(*, many_to_one: bool):
+    """An argparse type for SPLIT=NAME,... (data/layout.py parse_split_mapping)."""
+    def parse(value: str) -> dict[str, str]:
+        from mobilemed.data.layout import parse_split_mapping
+
+        try:
+            return parse_split_mapping(value, many_to_one=many_to_one)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from err
+    return parse

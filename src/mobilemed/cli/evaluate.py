@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from mobilemed.cli.common import add_data_arguments, data_options
-from mobilemed.errors import MobilemedError
 
 log = logging.getLogger(__name__)
 
@@ -15,7 +14,9 @@ log = logging.getLogger(__name__)
 def add_arguments(parser) -> None:
     parser.add_argument("checkpoint", help="best.pt from a run folder")
     add_data_arguments(parser)
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
+                        help="the split to score (default test: the run's held-out images); all: every labelled "
+                             "image of DATA, no split made (external validation)")
     parser.add_argument("--out", help="folder for metrics.json and plots (default: <checkpoint folder>/eval-<split>)")
     parser.add_argument("--n-bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
@@ -23,77 +24,41 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from mobilemed.data.cache import decoded_images
-    from mobilemed.data.sources import load_table
+    from mobilemed.evaluation import eval_data
     from mobilemed.evaluation.metrics import compute_metrics, format_summary
     from mobilemed.inference import Predictor
 
     predictor = Predictor.from_checkpoint(args.checkpoint)
     spec = predictor.spec
-    table = with_training_split(load_table(args.data, data_options(args)), args)
-    check_compatible(table, spec, args.data)
-    part = table.split(args.split)
-    if len(part) == 0:
-        raise MobilemedError(f"{args.data} has no {args.split} split; choose --split train/val/test")
+    part = eval_data.rows_to_evaluate(args.data, data_options(args), args.split,
+                                      Path(args.checkpoint).parent / "split.csv")
+    eval_data.check_compatible(part, spec.class_names, spec.task, args.data)
     images, keep = decoded_images(part, spec.image_size, skip_bad=args.skip_bad, progress=not args.quiet,
                                   use_voi=spec.dicom_voi)
     part = part.subset(keep)
-    labels = remap_labels(part, spec)
+    labels = eval_data.remap_labels(part, spec.class_names)
+    about = eval_data.describe(args.data, args.split, labels, spec.class_names)
     result = predictor.predict_images(np.asarray(images), list(part.paths))
-    report = compute_metrics(labels, result.probabilities, task=spec.task, class_names=spec.class_names,
-                             thresholds=spec.thresholds, n_bootstrap=args.n_bootstrap, seed=args.seed)
+    class_names, thresholds, labels, probabilities = eval_data.as_positive(
+        args.positive_class, spec.class_names, spec.thresholds, labels, result.probabilities)
+    report = compute_metrics(labels, probabilities, task=spec.task, class_names=class_names,
+                             thresholds=thresholds, n_bootstrap=args.n_bootstrap, seed=args.seed)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{args.split}"
-    write_evaluation(out, report, labels, result, spec)
+    write_evaluation(out, report, labels, probabilities, about)
     print(format_summary(report.to_dict()))
-    print(f"\nwrote {out / 'metrics.json'} and plots")
+    print(f"\n{eval_data.format_description(about)}")
+    print(f"wrote {out / 'metrics.json'} and plots")
     return 0
 
 
-def with_training_split(table, args):
-    """Evaluate on the split the run saved (split.csv beside the checkpoint) when it covers this data, so
-    a --resplit or a different --split-seed cannot put training images into the evaluated split."""
-    from mobilemed.data.splits import apply_saved_split
-
-    saved = Path(args.checkpoint).parent / "split.csv"
-    if args.split_column or args.resplit or not saved.exists():
-        return table
-    restored = apply_saved_split(table, saved)
-    if restored is None:
-        log.info("%s does not list these images: using the data's own split", saved)
-        return table
-    log.info("using the split the run saved in %s", saved)
-    return restored
-
-
-def check_compatible(table, spec, data: str) -> None:
-    """The data must be the model's task, and every label must be one the model knows."""
-    if table.task != spec.task and not (table.task == "binary" and spec.task == "multiclass"):
-        raise MobilemedError(f"{data} is a {table.task} task but the checkpoint is a {spec.task} model for "
-                             f"{spec.class_names}; evaluate it on data with the same task")
-    unknown = [n for n in table.class_names if n not in spec.class_names]
-    if unknown:
-        raise MobilemedError(f"{data} has label {unknown[0]!r}, which the model does not know; "
-                             f"the model's classes are: {', '.join(spec.class_names)}")
-
-
-def remap_labels(table, spec) -> np.ndarray:
-    """The table's labels in the checkpoint's class order (folders may list classes differently)."""
-    if table.is_multilabel:
-        order = [table.class_names.index(n) if n in table.class_names else None for n in spec.class_names]
-        missing = [spec.class_names[i] for i, o in enumerate(order) if o is None]
-        if missing:
-            raise MobilemedError(f"the data has no column for the model's finding {missing[0]!r}")
-        return table.labels[:, order].astype(np.int64)
-    mapping = np.array([spec.class_names.index(n) for n in table.class_names])
-    return mapping[table.labels.astype(np.int64)]
-
-
-def write_evaluation(out: Path, report, labels, result, spec) -> None:
+def write_evaluation(out: Path, report, labels, probabilities, about: dict) -> None:
     from mobilemed.evaluation.plots import plot_confusion, plot_roc, save_figure
     from mobilemed.training.run_folder import write_json
 
     out.mkdir(parents=True, exist_ok=True)
-    data = report.to_dict()
+    data = {**report.to_dict(), "evaluation": about}
     write_json(out / "metrics.json", data)
-    save_figure(plot_roc(labels, result.probabilities, spec.task, spec.class_names).figure, out / "roc.png")
+    save_figure(plot_roc(labels, probabilities, report.task, report.class_names).figure, out / "roc.png")
     if data.get("confusion_matrix") is not None:
-        save_figure(plot_confusion(np.asarray(data["confusion_matrix"]), spec.class_names).figure, out / "confusion.png")
+        save_figure(plot_confusion(np.asarray(data["confusion_matrix"]), report.class_names).figure,
+                    out / "confusion.png")

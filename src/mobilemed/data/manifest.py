@@ -12,8 +12,6 @@ from mobilemed.data.table import ImageTable
 from mobilemed.errors import MobilemedError
 
 IMAGE_COLUMN_GUESSES = ("path", "image", "file", "filename", "image_path", "Image Index")
-SPLIT_VALUES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                "test": "test", "testing": "test", "": ""}
 
 
 def read_manifest(csv_path: Path, options, *, image_root: str | None = None) -> ImageTable:
@@ -33,7 +31,7 @@ def read_manifest(csv_path: Path, options, *, image_root: str | None = None) -> 
     labels, class_names, task = _read_labels(frame, csv_path, options)
     paths = np.array(_resolve_all(root, frame[image_column]), dtype=object)
     return ImageTable(paths=paths, labels=labels, class_names=class_names, task=task,
-                      splits=_read_splits(frame, csv_path, options.split_column),
+                      splits=_read_splits(frame, csv_path, options),
                       groups=frame[options.group_column].to_numpy(object) if options.group_column else None,
                       source=str(csv_path))
 
@@ -81,14 +79,25 @@ def _natural_key(value: str):
     return (0, int(value), "") if value.lstrip("-").isdigit() else (1, 0, value)
 
 
-def _read_splits(frame, csv_path: Path, split_column: str | None) -> np.ndarray:
-    if not split_column:
+def _read_splits(frame, csv_path: Path, options) -> np.ndarray:
+    """The split column's values as train/val/test ("" where empty): --split-values first, then the common
+    names of data/layout.py in any case (Training, VALID, dev, test_set ...)."""
+    from mobilemed.data.layout import split_of_name
+
+    column = options.split_column
+    if not column or options.resplit:  # --resplit makes a fresh split: the column's values do not matter
         return np.full(len(frame), "", dtype=object)
-    raw = frame[split_column].str.strip().str.lower()
-    unknown = sorted(set(raw) - set(SPLIT_VALUES))
+    given = options.split_values or {}
+    values = frame[column].str.strip()
+    mapping = {v: "" if v == "" else given.get(v.lower()) or split_of_name(v) for v in values.unique()}
+    unknown = sorted(v for v, split in mapping.items() if split is None)
     if unknown:
-        raise MobilemedError(f"{csv_path}: column {split_column!r} has value {unknown[0]!r}; use train, val or test")
-    return raw.map(SPLIT_VALUES).to_numpy(object)
+        counts = values.value_counts()
+        found = ", ".join(f"{v!r} ({counts[v]} rows)" for v in unknown[:6])
+        raise MobilemedError(f"{csv_path}: column {column!r} has values that are not a split: {found}. Say which "
+                             f"split each is with --split-values test={unknown[0]} (SPLIT=VALUE,...), or add "
+                             "--resplit to ignore the column")
+    return values.map(mapping).to_numpy(object)
 
 
 def _resolve_all(root: Path, values) -> list[str]:

@@ -9,6 +9,9 @@ from mobilemed.data.table import ImageTable
 # medmnist's task strings -> ours. Ordinal grades (RetinaMNIST) are trained as multi-class.
 _TASKS = {"binary-class": "binary", "multi-class": "multiclass", "ordinal-regression": "multiclass",
           "multi-label, binary-class": "multilabel"}
+# The clinical finding of each binary 2D set, which becomes class_names[1]. MedMNIST numbers BreastMNIST's
+# classes 0 "malignant", 1 "normal, benign": taken as given, every sensitivity would describe detecting benign.
+FINDINGS = {"breastmnist": "malignant", "pneumoniamnist": "pneumonia"}
 
 
 def is_medmnist_name(name: str) -> bool:
@@ -31,5 +34,7 @@ def load_medmnist(name: str, size: int = 28) -> ImageTable:
     paths = np.array([f"{name}:{s}:{i}" for s in parts for i in range(len(parts[s][0]))], dtype=object)
     labels = labels.astype(np.float32) if task == "multilabel" else labels[:, 0].astype(np.int64)
     class_names = [info["label"][str(i)] for i in range(len(info["label"]))]
+    if task == "binary" and class_names.index(FINDINGS.get(name, class_names[1])) == 0:
+        class_names, labels = class_names[::-1], 1 - labels
     return ImageTable(paths=paths, labels=labels, class_names=class_names, task=task, splits=splits,
                       images=images, source=f"medmnist:{name}@{size}")

@@ -11,10 +11,8 @@ import numpy as np
 from mobilemed.data.medmnist_source import is_medmnist_name, load_medmnist
 from mobilemed.data.table import ImageTable
 from mobilemed.errors import MobilemedError
-from mobilemed.io.images import is_image_file
 
 log = logging.getLogger(__name__)
-SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
 @dataclass
@@ -35,6 +33,9 @@ class DataOptions:
     seed: int = 0
     use_voi: bool = True  # DICOM: apply the VOI LUT / Window Center-Width when present
     resplit: bool = False  # drop the source's own splits (folders, split column) and split afresh
+    split_folders: dict[str, str] | None = None  # {"train": "Training", "test": "Testing"}: split -> folder
+    split_values: dict[str, str] | None = None  # {"holdout": "test"}: split-column value (lower case) -> split
+    positive_class: str | None = None  # binary: the finding (class_names[1]); default: see data/positive_class.py
 
 
 def load_table(data: str, options: DataOptions | None = None) -> ImageTable:
@@ -54,16 +55,29 @@ def without_splits(table: ImageTable) -> ImageTable:
 
 
 def read_source(data: str, options: DataOptions) -> ImageTable:
-    """The rows `data` names, with the splits the source itself gives (folders, split column) and no others."""
+    """The rows `data` names, with the splits the source itself gives (folders, split column) and no others;
+    a binary task's classes ordered [negative, positive] (data/positive_class.py)."""
+    from mobilemed.data.positive_class import order_binary_classes
+
+    return order_binary_classes(_read_rows(data, options), options.positive_class)
+
+
+def _read_rows(data: str, options: DataOptions) -> ImageTable:
     path = Path(data).expanduser()
     csv = Path(options.labels_csv) if options.labels_csv else (path if path.suffix.lower() == ".csv" else None)
+    if options.split_folders and (csv is not None or not path.is_dir()):
+        raise MobilemedError(f"--split-folders names the split folders of an image folder; {data} is read "
+                             "from a table or by name (use --split-column for a table's splits)")
+    if options.split_values and not options.split_column:
+        raise MobilemedError("--split-values says what the values of a split column mean: name the column with "
+                             "--split-column")
     if csv is not None:
         from mobilemed.data.manifest import read_manifest
 
         root = options.image_root or (str(path) if path.is_dir() else None)
         return read_manifest(csv, options, image_root=root)
     if path.is_dir():
-        return read_image_folder(path)
+        return read_image_folder(path, options.split_folders)
     if path.exists():
         raise MobilemedError(f"{data} is a file but not a CSV manifest; pass a folder, a .csv, or a MedMNIST name")
     if is_medmnist_name(data):
@@ -72,13 +86,13 @@ def read_source(data: str, options: DataOptions) -> ImageTable:
                          "such as pneumoniamnist")
 
 
-def read_image_folder(root: Path) -> ImageTable:
-    """train/val/test subfolders of class folders, or class folders directly (split later)."""
-    split_dirs = {SPLIT_FOLDERS[d.name.lower()]: d for d in sorted(root.iterdir())
-                  if d.is_dir() and d.name.lower() in SPLIT_FOLDERS}
-    if not split_dirs:
-        split_dirs = {"": root}
-    per_split = {split: _class_folders(folder) for split, folder in split_dirs.items()}
+def read_image_folder(root: Path, split_folders: dict[str, str] | None = None) -> ImageTable:
+    """Class folders, optionally inside split folders (data/layout.py says which names and layouts)."""
+    from mobilemed.data import layout
+
+    folders = layout.split_folders(root, split_folders)
+    per_split = {split: layout.class_folders(folder, root, split) for split, folder in folders.items()}
+    _check_same_classes(root, folders, per_split)
     class_names = sorted({name for classes in per_split.values() for name in classes})
     if len(class_names) < 2:
         raise MobilemedError(f"{root}: found {len(class_names)} class folder(s); an ImageFolder tree needs at "
@@ -94,14 +108,15 @@ def read_image_folder(root: Path) -> ImageTable:
                       class_names=class_names, task=task, splits=np.array(splits, dtype=object), source=str(root))
 
 
-def _class_folders(folder: Path) -> dict[str, list[str]]:
-    classes = {}
-    for class_dir in sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        files = sorted(str(p) for p in class_dir.rglob("*") if p.is_file() and is_image_file(p))
-        if not files:
-            raise MobilemedError(f"class folder {class_dir} holds no images; add images or remove the folder")
-        classes[class_dir.name] = files
-    return classes
+def _check_same_classes(root: Path, folders: dict[str, Path], per_split: dict[str, dict]) -> None:
+    """Split folders must hold the same class folders: a class missing from one split is usually a
+    misspelt or differently cased folder, and would otherwise become a class of its own."""
+    names = {split: sorted(classes) for split, classes in per_split.items()}
+    if len({tuple(n) for n in names.values()}) > 1:
+        found = "; ".join(f"{folders[split].name}/: {', '.join(n) or 'none'}" for split, n in names.items())
+        raise MobilemedError(f"{root}: the split folders hold different class folders ({found}); rename them to "
+                             "match, or read one split only with --split-folders train=FOLDER (the rest is "
+                             "split from it)")
 
 
 def complete_splits(table: ImageTable, options: DataOptions) -> ImageTable:

@@ -32,6 +32,7 @@ OVERALL_METRICS = ("auroc_macro", "average_precision_macro", "accuracy", "balanc
                    "sensitivity_macro", "specificity_macro", "ppv_macro", "npv_macro", "f1_macro")
 HEADLINE = ("auroc_macro", "average_precision_macro", "accuracy", "sensitivity_macro", "specificity_macro",
             "ppv_macro", "npv_macro")
+FOR_POSITIVE = ("sensitivity", "specificity", "ppv", "npv")  # binary: named with the positive class
 LABELS = {"auroc": "AUROC", "average_precision": "Average precision", "accuracy": "Accuracy",
           "balanced_accuracy": "Balanced accuracy", "sensitivity": "Sensitivity", "specificity": "Specificity",
           "ppv": "PPV", "npv": "NPV", "f1": "F1"}
@@ -238,11 +239,11 @@ def _confusion(y_true, y_prob, task, columns) -> list[list[int]] | None:
 def format_summary(metrics: dict) -> str:
     """A person-readable text block of a to_dict() report: overall metrics with CIs, then per class."""
     level = f"{int(metrics['bootstrap']['confidence'] * 100)}% CI" if metrics.get("bootstrap") else ""
-    lines = [_summary_header(metrics), f"{'metric':<28}{'value':>7}  {level}"]
-    for name in OVERALL_METRICS:
-        suffix = " (macro)" if name.endswith("_macro") and metrics["task"] != "binary" else ""
-        label = LABELS[name.removesuffix("_macro")] + suffix
-        lines.append(f"{label:<28}{_fmt(metrics[name])}")
+    labels = [metric_label(name, metrics["task"], metrics.get("positive_class")) for name in OVERALL_METRICS]
+    width = max(28, max(map(len, labels)) + 2)
+    lines = [_summary_header(metrics), f"{'metric':<{width}}{'value':>7}  {level}"]
+    for name, label in zip(OVERALL_METRICS, labels):
+        lines.append(f"{label:<{width}}{_fmt(metrics[name])}")
     if metrics["task"] != "binary":
         width = max(len(n) for n in metrics["per_class"]) + 2
         lines += ["", f"{'class':<{width}}{'n+':>6}  {'AUROC':>6} {'sens':>6} {'spec':>6} {'PPV':>6} {'NPV':>6}"]
@@ -250,6 +251,15 @@ def format_summary(metrics: dict) -> str:
             values = " ".join(_fmt_value(entry[m]) for m in ("auroc", "sensitivity", "specificity", "ppv", "npv"))
             lines.append(f"{name:<{width}}{entry['n_positive']:>6}  {values}")
     return "\n".join(lines)
+
+
+def metric_label(name: str, task: str, positive_class: str | None = None) -> str:
+    """"Sensitivity for PNEUMONIA" (binary: the metrics that depend on which class is the finding name it),
+    "Sensitivity (macro)" (multiclass, multilabel), "AUROC"."""
+    base = name.removesuffix("_macro")
+    if task == "binary":
+        return LABELS[base] + (f" for {positive_class}" if positive_class and base in FOR_POSITIVE else "")
+    return LABELS[base] + (" (macro)" if name.endswith("_macro") else "")
 
 
 def _summary_header(metrics: dict) -> str:

@@ -18,7 +18,7 @@ import yaml
 from mobilemed.evaluation import report_html as h
 from mobilemed.evaluation import plots
 from mobilemed.evaluation.calibration import expected_calibration_error
-from mobilemed.evaluation.metrics import CLASS_METRICS, LABELS, OVERALL_METRICS, compute_metrics
+from mobilemed.evaluation.metrics import CLASS_METRICS, LABELS, OVERALL_METRICS, compute_metrics, metric_label
 from mobilemed.evaluation.run_data import Predictions, RunData, load_run, split_counts
 from mobilemed.fsutil import atomic_write
 
@@ -103,7 +103,7 @@ def _summary(run: RunData, split: str | None, metrics: dict | None) -> str:
              ("Training mode", config.get("mode", "not recorded")),
              ("Operating point", _operating_point(spec, task)),
              ("Temperature", f"{spec.get('temperature', 1.0):.3f}" if spec else "not recorded"),
-             ("Evaluated split", f"{split} ({metrics['n']} images)" if metrics else "none")]
+             *_evaluated(split, metrics)]
     body = h.key_values(pairs)
     if metrics:
         headline = metrics["auroc_macro"]
@@ -116,6 +116,21 @@ def _summary(run: RunData, split: str | None, metrics: dict | None) -> str:
     else:
         body += h.note("No split.csv in this run folder: split sizes are not known.")
     return body
+
+
+def _evaluated(split: str | None, metrics: dict | None) -> list[tuple[str, str]]:
+    """What the metrics are about: the split (or the external data) and, for a binary task, the finding."""
+    if not metrics:
+        return [("Evaluated split", "none")]
+    about = metrics.get("evaluation") or {}
+    what = f"{split} ({metrics['n']} images)"
+    if about.get("kind") == "external":
+        what = f"external evaluation: every labelled image of {about['data']} ({metrics['n']} images)"
+    pairs = [("Evaluated split", what)]
+    if metrics.get("positive_class"):
+        pairs.append(("Positive class", f"{metrics['positive_class']} (sensitivity, specificity, PPV and NPV "
+                                        f"describe detecting it)"))
+    return pairs
 
 
 def _operating_point(spec: dict, task: str | None) -> str:
@@ -161,15 +176,13 @@ def _metrics_section(run: RunData, split: str | None, metrics: dict | None) -> s
     if not metrics:
         return h.note("No metrics.json and no predictions: nothing to tabulate.")
     val = run.metrics.get("val") if split == "test" else None
-    macro = " (macro)" if metrics["task"] != "binary" else ""
     boot = metrics.get("bootstrap") or {}
     headers = ["Metric", f"{split} value", f"{round(boot['confidence'] * 100)}% CI" if boot else "CI"]
     headers += ["validation value"] if val else []
     rows = []
     for name in OVERALL_METRICS:
         entry = metrics[name]
-        label = LABELS[name.removesuffix("_macro")] + (macro if name.endswith("_macro") else "")
-        row = [label, _value(entry), _interval(entry)]
+        row = [metric_label(name, metrics["task"], metrics.get("positive_class")), _value(entry), _interval(entry)]
         rows.append(row + ([_value(val.get(name))] if val else []))
     body = h.table(headers, rows)
     level = _level(metrics, split)
