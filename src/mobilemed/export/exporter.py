@@ -18,6 +18,7 @@ from mobilemed.checkpoint import load_checkpoint
 from mobilemed.errors import MobilemedError
 from mobilemed.export.onnx_file import write_onnx
 from mobilemed.export.run_images import run_split_images
+from mobilemed.export.run_summary import run_summary
 from mobilemed.fsutil import atomic_write
 from mobilemed.io.pixels import resize_batch
 
@@ -51,7 +52,8 @@ def export_checkpoint(checkpoint, out=None, *, int8: bool = False, calibration_s
     val_images = resize_batch(val_images, spec.image_size)
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path = out if not int8 else Path(tmp) / "fp32.onnx"
-        write_onnx(model, spec, fp32_path, extra_metadata={"precision": "fp32"})
+        summary = {"trained_on": run_summary(run_dir)}
+        write_onnx(model, spec, fp32_path, extra_metadata={"precision": "fp32", **summary})
         reference = _torch_logits(model, spec, val_images)
         fp32 = OnnxModel(fp32_path).logits(val_images)
         parity = {"checkpoint": str(checkpoint), "precision": "int8" if int8 else "fp32",
@@ -64,7 +66,7 @@ def export_checkpoint(checkpoint, out=None, *, int8: bool = False, calibration_s
                                  "was written. Run with --debug and report this as a bug")
         parity["checkpoint_val"] = _scores(reference, val_labels, spec)
         if int8:
-            parity.update(_write_int8(fp32_path, out, spec, run_dir, calibration_size, progress))
+            parity.update(_write_int8(fp32_path, out, spec, run_dir, calibration_size, progress, summary))
             int8_logits = OnnxModel(out).logits(val_images)
             parity["int8_val"] = _scores(int8_logits, val_labels, spec)
             parity["int8_max_abs_logit_diff"] = float(np.abs(int8_logits - reference).max())
@@ -89,7 +91,8 @@ def _torch_logits(model, spec, images: np.ndarray) -> np.ndarray:
     return predict_logits(model, images, spec, tta=spec.tta)
 
 
-def _write_int8(fp32_path: Path, out: Path, spec, run_dir: Path, calibration_size: int, progress: bool) -> dict:
+def _write_int8(fp32_path: Path, out: Path, spec, run_dir: Path, calibration_size: int, progress: bool,
+                summary: dict) -> dict:
     import onnx
 
     from mobilemed.export.metadata import set_metadata
@@ -102,7 +105,7 @@ def _write_int8(fp32_path: Path, out: Path, spec, run_dir: Path, calibration_siz
     details = {"calibration_split": "val", "calibration_images": used, "format": "QDQ", "per_channel": True,
                "activations": "uint8", "weights": "int8", "calibration_method": f"percentile {PERCENTILE}"}
     proto = onnx.load(str(out))
-    set_metadata(proto, spec, {"precision": "int8", "quantization": details})
+    set_metadata(proto, spec, {"precision": "int8", "quantization": details, **summary})
     with atomic_write(out, "wb") as handle:
         handle.write(proto.SerializeToString())
     return {"quantization": details}
