@@ -65,13 +65,14 @@ def tiny_train_args(*, image_size: int = 32, epochs: int | None = 1, n_bootstrap
     return args if epochs is None else [*args, "--epochs", str(epochs)]
 
 
-def train_tiny_checkpoint(root: Path, *, image_px: int, image_size: int) -> tuple[Path, Path]:
-    """A blob folder of image_px images under root/data and a model trained on it: (best.pt, data folder)."""
+def train_tiny_checkpoint(root: Path, *, image_px: int, image_size: int, extra=()) -> tuple[Path, Path]:
+    """A blob folder of image_px images under root/data and a model trained on it (extra: more train
+    arguments): (best.pt, data folder)."""
     from mobilemed.cli.main import main
 
     data = make_blob_folder(root / "data", per_class=8, size=image_px)
     assert main(["--quiet", "train", str(data), "--out", str(root / "run"),
-                 *tiny_train_args(image_size=image_size)]) == 0
+                 *tiny_train_args(image_size=image_size), *extra]) == 0
     return root / "run" / "best.pt", data
 
 

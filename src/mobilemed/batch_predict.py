@@ -22,15 +22,16 @@ def predict_logits(model: nn.Module, images: np.ndarray, spec: ModelSpec, *, bat
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc="predict", disable=not progress, leave=False):
         x = to_model_input(np.asarray(images[start:start + batch_size]), spec)
-        views = _shifted_views(x) if tta else [x]
+        views = shifted_views(x) if tta else [x]
         logits = torch.stack([model(v.contiguous(memory_format=torch.channels_last)) for v in views]).mean(0)
         out.append(logits.numpy())
     return np.concatenate(out).astype(np.float32)
 
 
-def _shifted_views(x: torch.Tensor) -> list[torch.Tensor]:
-    shift = max(1, round(0.03 * x.shape[-1]))
+def shifted_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """(B, C, S, S) -> the image and four copies shifted by 3% (edges replicated): the TTA views."""
+    size = int(x.shape[-1])  # a plain int, so an ONNX trace bakes the crop offsets in as constants
+    shift = max(1, round(0.03 * size))
     pad = nn.functional.pad(x, (shift, shift, shift, shift), mode="replicate")
-    size = x.shape[-1]
     crops = [(shift, shift), (0, shift), (2 * shift, shift), (shift, 0), (shift, 2 * shift)]
     return [pad[..., top:top + size, left:left + size] for top, left in crops]

@@ -10,22 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mobilemed.io.pixels import match_channels  # noqa: F401  (re-exported: callers import it from here)
 from mobilemed.spec import ModelSpec
-
-
-def match_channels(images: np.ndarray, in_chans: int) -> np.ndarray:
-    """(N, H, W) or (N, H, W, C) uint8 -> (N, H, W, in_chans): gray is repeated for RGB models,
-    colour is averaged (ITU-R 601 luma) for gray models."""
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.shape[-1] == in_chans:
-        return images
-    if in_chans == 3 and images.shape[-1] == 1:
-        return np.repeat(images, 3, axis=-1)
-    if in_chans == 1 and images.shape[-1] == 3:
-        luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-        return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
-    raise ValueError(f"cannot map {images.shape[-1]} image channels to {in_chans}")
 
 
 def to_model_input(images: np.ndarray, spec: ModelSpec) -> torch.Tensor:
@@ -33,8 +19,14 @@ def to_model_input(images: np.ndarray, spec: ModelSpec) -> torch.Tensor:
     pixels = match_channels(np.ascontiguousarray(images), spec.in_chans)
     if not pixels.flags.writeable:  # memory-mapped caches are read-only; torch wants a writable buffer
         pixels = pixels.copy()
-    x = torch.from_numpy(pixels)
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (N, C, H, W) in [0, 1]
+    return normalise_pixels(torch.from_numpy(pixels), spec)
+
+
+def normalise_pixels(pixels: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    """(N, H, W, in_chans) uint8 tensor -> (N, in_chans, S, S) float32 normalised by spec.mean / spec.std.
+
+    Pure tensor ops, so the exported ONNX graph runs exactly this on its uint8 input."""
+    x = pixels.permute(0, 3, 1, 2).float() / 255.0  # (N, C, H, W) in [0, 1]
     if x.shape[-1] != spec.image_size or x.shape[-2] != spec.image_size:
         x = F.interpolate(x, size=(spec.image_size, spec.image_size), mode="bilinear",
                           antialias=True, align_corners=False)

@@ -1,0 +1,121 @@
+"""export_checkpoint: best.pt -> one self-describing .onnx (optionally int8) and a parity report beside it.
+
+The parity check is part of export, not an afterthought: the fp32 file must reproduce the checkpoint's
+logits within 1e-3 on validation images or export fails; an int8 file reports validation AUROC and accuracy
+for the checkpoint and for itself, so its cost is known before anyone deploys it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mobilemed.checkpoint import load_checkpoint
+from mobilemed.errors import MobilemedError
+from mobilemed.export.onnx_file import write_onnx
+from mobilemed.export.run_images import run_split_images
+from mobilemed.export.run_summary import run_summary
+from mobilemed.fsutil import atomic_write
+from mobilemed.io.pixels import resize_batch
+
+log = logging.getLogger(__name__)
+FP32_TOLERANCE = 1e-3
+PARITY_SAMPLE = 256
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    parity_path: Path
+    parity: dict
+
+
+def export_checkpoint(checkpoint, out=None, *, int8: bool = False, calibration_size: int = 512,
+                      progress: bool = False) -> ExportResult:
+    """Write CHECKPOINT as ONNX (fp32, or int8 calibrated on the run's validation split) and check parity.
+
+    Returns the file, its parity report (also written as <file>.parity.json) and the numbers."""
+    from mobilemed.onnx_model import OnnxModel
+
+    checkpoint = Path(checkpoint)
+    out = Path(out) if out else checkpoint.with_suffix(".int8.onnx" if int8 else ".onnx")
+    _check_out(out, checkpoint)
+    model, spec = load_checkpoint(checkpoint)
+    run_dir = checkpoint.parent
+    val_images, val_labels = run_split_images(run_dir, "val", spec, progress=progress)
+    # Both paths see the same uint8 pixels at the model's size (MedMNIST arrives at 28 px), so the
+    # parity check compares the graphs, not two resizers.
+    val_images = resize_batch(val_images, spec.image_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32_path = out if not int8 else Path(tmp) / "fp32.onnx"
+        summary = {"trained_on": run_summary(run_dir)}
+        write_onnx(model, spec, fp32_path, extra_metadata={"precision": "fp32", **summary})
+        reference = _torch_logits(model, spec, val_images)
+        fp32 = OnnxModel(fp32_path).logits(val_images)
+        parity = {"checkpoint": str(checkpoint), "precision": "int8" if int8 else "fp32",
+                  "validation_images": len(val_images),
+                  "fp32_max_abs_logit_diff": float(np.abs(fp32 - reference).max())}
+        if parity["fp32_max_abs_logit_diff"] > FP32_TOLERANCE:
+            out.unlink(missing_ok=True)
+            raise MobilemedError(f"export of {checkpoint}: the ONNX graph's logits differ from the checkpoint's "
+                                 f"by {parity['fp32_max_abs_logit_diff']:.2e} (> {FP32_TOLERANCE}); nothing "
+                                 "was written. Run with --debug and report this as a bug")
+        parity["checkpoint_val"] = _scores(reference, val_labels, spec)
+        if int8:
+            parity.update(_write_int8(fp32_path, out, spec, run_dir, calibration_size, progress, summary))
+            int8_logits = OnnxModel(out).logits(val_images)
+            parity["int8_val"] = _scores(int8_logits, val_labels, spec)
+            parity["int8_max_abs_logit_diff"] = float(np.abs(int8_logits - reference).max())
+    parity_path = out.with_name(out.name + ".parity.json")
+    with atomic_write(parity_path) as handle:
+        json.dump(parity, handle, indent=2)
+    return ExportResult(out, parity_path, parity)
+
+
+def _check_out(out: Path, checkpoint: Path) -> None:
+    if out.is_dir():
+        raise MobilemedError(f"--out {out} is a folder; name the .onnx file to write")
+    if out.suffix.lower() != ".onnx":
+        raise MobilemedError(f"--out {out}: an ONNX export is a file ending in .onnx")
+    if out.resolve() == checkpoint.resolve():
+        raise MobilemedError("--out names the checkpoint itself; choose another file")
+
+
+def _torch_logits(model, spec, images: np.ndarray) -> np.ndarray:
+    from mobilemed.batch_predict import predict_logits
+
+    return predict_logits(model, images, spec, tta=spec.tta)
+
+
+def _write_int8(fp32_path: Path, out: Path, spec, run_dir: Path, calibration_size: int, progress: bool,
+                summary: dict) -> dict:
+    import onnx
+
+    from mobilemed.export.metadata import set_metadata
+    from mobilemed.export.quantize import PERCENTILE, quantize_int8
+    from mobilemed.io.pixels import match_channels
+
+    # Calibration uses the run's validation images only: scales fitted on test would leak it.
+    calibration, _ = run_split_images(run_dir, "val", spec, progress=progress, limit=calibration_size)
+    used = quantize_int8(fp32_path, out, match_channels(resize_batch(calibration, spec.image_size), spec.in_chans))
+    details = {"calibration_split": "val", "calibration_images": used, "format": "QDQ", "per_channel": True,
+               "activations": "uint8", "weights": "int8", "calibration_method": f"percentile {PERCENTILE}"}
+    proto = onnx.load(str(out))
+    set_metadata(proto, spec, {"precision": "int8", "quantization": details, **summary})
+    with atomic_write(out, "wb") as handle:
+        handle.write(proto.SerializeToString())
+    return {"quantization": details}
+
+
+def _scores(logits: np.ndarray, labels: np.ndarray, spec) -> dict:
+    """AUROC and accuracy at the stored operating point: the numbers that say what a format costs."""
+    from mobilemed.decision import probabilities
+    from mobilemed.evaluation.metrics import compute_metrics
+
+    report = compute_metrics(labels, probabilities(logits, spec), task=spec.task, class_names=spec.class_names,
+                             thresholds=spec.thresholds, n_bootstrap=0).to_dict()
+    return {"auroc": report["auroc_macro"]["value"], "accuracy": report["accuracy"]["value"]}
