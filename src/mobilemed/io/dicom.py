@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilemed.errors import MobilemedError
+from mobilemed.io.limits import check_pixel_count
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,12 @@ def read_dicom(path, *, use_voi: bool = True) -> np.ndarray:
         False maps the full rescaled value range instead.
     Returns: (H, W) float32 in [0, 1] for MONOCHROME1/2 (MONOCHROME1 inverted so air is dark), or
         (H, W, 3) float32 in [0, 1] for RGB / YBR colour.
-    Raises: MobilemedError naming the file for non-DICOM, truncated, multi-frame or unsupported files.
+    Raises: MobilemedError naming the file for non-DICOM, truncated, multi-frame, unsupported files, or
+        Rows x Columns above the pixel limit (io.limits; checked before the pixels are decoded).
     """
     ds = _read_dataset(path)
     photometric = _check_supported(ds, path)
+    check_pixel_count(path, _header_int(ds, "Columns", path), _header_int(ds, "Rows", path))
     pixels = _decode_pixels(ds, path)
     if photometric in COLOUR:
         return _scale_colour(pixels, int(ds.BitsStored))
@@ -93,7 +96,7 @@ def _read_dataset(path, *, stop_before_pixels: bool = False):
 def _check_supported(ds, path) -> str:
     """The Photometric Interpretation, once the image is known to be one this module can read."""
     if "PixelData" not in ds:
-        raise MobilemedError(f"DICOM file {path} holds no image (Modality {ds.get('Modality', '?')}, no Pixel Data)")
+        _refuse_missing_pixels(ds, path)
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if photometric not in MONOCHROME + COLOUR:
         raise MobilemedError(f"DICOM file {path} has PhotometricInterpretation {photometric or 'missing'}; "
@@ -105,8 +108,50 @@ def _check_supported(ds, path) -> str:
     return photometric
 
 
+def _refuse_missing_pixels(ds, path) -> None:
+    """No Pixel Data: a header that describes an image (Rows, Columns) means the file was cut short."""
+    size = Path(path).stat().st_size
+    if "Rows" in ds or "Columns" in ds:
+        raise MobilemedError(f"DICOM file {path} describes a {ds.get('Columns', '?')} x {ds.get('Rows', '?')} image "
+                             f"but ends ({size:,} bytes) before its Pixel Data: the file is truncated; copy or "
+                             "export it again")
+    raise MobilemedError(f"DICOM file {path} holds no image (Modality {ds.get('Modality', '?')}, no Pixel Data, "
+                         f"{size:,} bytes; if it should be an image, it is truncated)")
+
+
+def _header_int(ds, keyword: str, path) -> int:
+    """A required non-negative integer attribute of the image pixel module (Rows, Columns, BitsStored, ...)."""
+    try:
+        value = int(ds[keyword].value)
+    except (KeyError, TypeError, ValueError) as err:
+        raise MobilemedError(f"DICOM file {path} has no valid {keyword} ({err}); it is corrupt") from None
+    if value < 0:
+        raise MobilemedError(f"DICOM file {path} has {keyword} = {value}; it is corrupt")
+    return value
+
+
+def _check_pixel_length(ds, path) -> None:
+    """Native (uncompressed) Pixel Data shorter than Rows x Columns x samples x bytes: a cut-off file."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or getattr(syntax, "is_compressed", True):
+        return
+    from pydicom.pixels.utils import get_expected_length
+
+    for keyword in ("Rows", "Columns", "BitsAllocated"):
+        _header_int(ds, keyword, path)
+    try:
+        expected = get_expected_length(ds, unit="bytes")  # knows YBR_FULL_422's subsampling
+    except (AttributeError, TypeError, ValueError, KeyError):
+        return  # a header pydicom cannot size: its decoder names the problem
+    have = len(ds.PixelData or b"")
+    if have < expected:
+        raise MobilemedError(f"DICOM file {path} is truncated: its Pixel Data holds {have:,} of the {expected:,} "
+                             "bytes its header describes; copy or export it again")
+
+
 def _decode_pixels(ds, path) -> np.ndarray:
     """Stored pixel values, (H, W) or (H, W, 3) for colour (YBR already converted to RGB)."""
+    _check_pixel_length(ds, path)
     try:
         return ds.pixel_array
     except Exception as err:  # decoders raise anything from ValueError to RuntimeError
