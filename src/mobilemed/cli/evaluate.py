@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mobilemed.cli.argtypes import NON_NEGATIVE_INT
 from mobilemed.cli.common import add_data_arguments, data_options
 from mobilemed.errors import MobilemedError
 
@@ -15,10 +16,11 @@ log = logging.getLogger(__name__)
 def add_arguments(parser) -> None:
     parser.add_argument("checkpoint", help="best.pt from a run folder")
     add_data_arguments(parser)
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="the split to evaluate")
     parser.add_argument("--out", help="folder for metrics.json and plots (default: <checkpoint folder>/eval-<split>)")
-    parser.add_argument("--n-bootstrap", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-bootstrap", type=NON_NEGATIVE_INT, default=1000,
+                        help="bootstrap resamples for the CIs (0: no intervals)")
+    parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of the bootstrap resampling")
 
 
 def run(args) -> int:

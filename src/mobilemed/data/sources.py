@@ -35,6 +35,7 @@ class DataOptions:
     seed: int = 0
     use_voi: bool = True  # DICOM: apply the VOI LUT / Window Center-Width when present
     resplit: bool = False  # drop the source's own splits (folders, split column) and split afresh
+    allow_outside_root: bool = False  # CSV paths may lead outside image_root (../, absolute paths)
 
 
 def load_table(data: str, options: DataOptions | None = None) -> ImageTable:

@@ -17,6 +17,9 @@ class BackboneInfo:
     imagenet: str | None
     cam_layer: str
     pre_logits: bool = False  # MobileNetV3 keeps its pretrained Linear+Hardswish before the head
+    # Every MobileNet downsamples 32x: below 32 px the last feature map is empty (0 x 0) and the model
+    # sees nothing. The CLI refuses a smaller --image-size naming the architecture.
+    min_image_size: int = 32
 
 
 def _v2(width: float) -> BackboneInfo:
