@@ -65,7 +65,7 @@ def test_checkpoint_for_another_task(capsys, tiny_checkpoint, tmp_path):
     csv = tmp_path / "multi.csv"
     rows = [f"{p},1,0" for p in sorted((data / "test").rglob("*.png"))]
     csv.write_text("path,effusion,mass\n" + "\n".join(rows) + "\n")
-    code, _, err = run_cli(capsys, "evaluate", checkpoint, csv, "--label-columns", "effusion,mass")
+    code, _, err = run_cli(capsys, "evaluate", checkpoint, csv, "--label-columns", "effusion,mass", "--allow-outside-root")
     assert_clean_error(code, err, "multilabel", "binary")
 
 

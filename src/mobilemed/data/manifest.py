@@ -17,7 +17,7 @@ SPLIT_VALUES = {"train": "train", "training": "train", "val": "val", "valid": "v
                 "test": "test", "testing": "test", "": ""}
 # What spreadsheets and pandas write for "no value": never a class name.
 MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "none", "null", "nat", "<na>", "#n/a", "-", "?"})
-SHOWN_MISSING = 5
+SHOWN_MISSING = 3
 
 
 def read_manifest(csv_path: Path, options, *, image_root: str | None = None) -> ImageTable:
@@ -35,10 +35,10 @@ def read_manifest(csv_path: Path, options, *, image_root: str | None = None) -> 
     _require_columns(frame, csv_path, [image_column, options.group_column, options.split_column,
                                        options.label_column, *(options.label_columns or [])])
     labels, class_names, task = _read_labels(frame, csv_path, options)
+    splits = _read_splits(frame, csv_path, options.split_column)
     paths = np.array(resolve_paths(root, frame[image_column], csv_path, image_column,
                                    allow_outside_root=options.allow_outside_root), dtype=object)
-    return ImageTable(paths=paths, labels=labels, class_names=class_names, task=task,
-                      splits=_read_splits(frame, csv_path, options.split_column),
+    return ImageTable(paths=paths, labels=labels, class_names=class_names, task=task, splits=splits,
                       groups=frame[options.group_column].to_numpy(object) if options.group_column else None,
                       source=str(csv_path))
 
