@@ -50,7 +50,7 @@ def test_the_limit_follows_the_environment(tmp_path, monkeypatch):
     with pytest.raises(MobilemedError, match="50 x 40 = 2,000 pixels, more than the limit of 1,999"):
         read_image(path)
     monkeypatch.setenv(ENV_VAR, "2000")
-    assert read_image(path).shape == (50, 40)
+    assert read_image(path).shape == (40, 50)
     monkeypatch.setenv(ENV_VAR, "lots")
     with pytest.raises(MobilemedError, match=f"{ENV_VAR}='lots' is not a positive whole number"):
         max_image_pixels()
