@@ -6,6 +6,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 
 from mobilemed.cli.argtypes import POSITIVE_INT
 from mobilemed.errors import MobilemedError
@@ -79,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_image_pixels is not None:  # io.limits reads it wherever images are opened
         os.environ[MAX_PIXELS_ENV] = str(args.max_image_pixels)
     try:
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():  # the filter below lasts for this command only
+            warnings.simplefilter("ignore" if args.quiet and not args.debug else "default")
+            return int(args.handler(args) or 0)
     except MobilemedError as err:
         if args.debug:
             raise
@@ -96,7 +99,7 @@ def _configure_logging(args) -> None:
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
     # Library warnings (PIL, pydicom, matplotlib) become log records: shown as WARNING normally, silenced
-    # by --quiet, kept by --debug.
+    # by --quiet (see the warnings filter in main), kept by --debug.
     logging.captureWarnings(True)
     library_level = logging.ERROR if args.quiet and not args.debug else logging.WARNING
     logging.getLogger("py.warnings").setLevel(library_level)
