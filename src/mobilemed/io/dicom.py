@@ -101,6 +101,10 @@ def _check_supported(ds, path) -> str:
     if photometric not in MONOCHROME + COLOUR:
         raise MobilemedError(f"DICOM file {path} has PhotometricInterpretation {photometric or 'missing'}; "
                              f"mobilemed reads {', '.join(MONOCHROME + COLOUR)}")
+    samples = _header_int(ds, "SamplesPerPixel", path) if "SamplesPerPixel" in ds else 1
+    if samples != (1 if photometric in MONOCHROME else 3):
+        raise MobilemedError(f"DICOM file {path} has SamplesPerPixel {samples}, which does not fit its "
+                             f"PhotometricInterpretation {photometric}; the header is corrupt")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise MobilemedError(f"DICOM file {path} has {frames} frames; mobilemed reads single-frame images, "
@@ -133,7 +137,10 @@ def _header_int(ds, keyword: str, path) -> int:
 def _check_pixel_length(ds, path) -> None:
     """Native (uncompressed) Pixel Data shorter than Rows x Columns x samples x bytes: a cut-off file."""
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is None or getattr(syntax, "is_compressed", True):
+    try:
+        if syntax is None or syntax.is_compressed:
+            return
+    except ValueError:  # not a transfer syntax UID at all: the decoder refuses the file
         return
     from pydicom.pixels.utils import get_expected_length
 
@@ -153,11 +160,25 @@ def _decode_pixels(ds, path) -> np.ndarray:
     """Stored pixel values, (H, W) or (H, W, 3) for colour (YBR already converted to RGB)."""
     _check_pixel_length(ds, path)
     try:
-        return ds.pixel_array
+        pixels = ds.pixel_array
     except Exception as err:  # decoders raise anything from ValueError to RuntimeError
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", syntax) or "unknown transfer syntax"
-        raise MobilemedError(f"cannot decode the pixels of DICOM file {path} ({name}): {err}") from None
+        raise MobilemedError(f"cannot decode the pixels of DICOM file {path} ({_syntax_name(ds)}): {err}") from None
+    except BaseException as err:
+        # Rust decoders (pylibjpeg-rle via pyo3) panic on corrupt data with a BaseException subclass.
+        if type(err).__name__ != "PanicException":
+            raise
+        raise MobilemedError(f"cannot decode the pixels of DICOM file {path} ({_syntax_name(ds)}): the decoder "
+                             f"failed on corrupt data ({err})") from None
+    expected = (int(ds.Rows), int(ds.Columns)) + ((3,) if int(ds.get("SamplesPerPixel", 1)) == 3 else ())
+    if pixels.shape != expected:  # e.g. pixel data long enough for more frames than the header says
+        raise MobilemedError(f"DICOM file {path} decodes to shape {pixels.shape}, not the {expected} its header "
+                             "describes; the header is corrupt")
+    return pixels
+
+
+def _syntax_name(ds) -> str:
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    return getattr(syntax, "name", syntax) or "unknown transfer syntax"
 
 
 def _mask_bits_stored(pixels: np.ndarray, bits_stored: int, *, signed: bool) -> np.ndarray:
