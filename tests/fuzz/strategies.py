@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
+from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
 
 from mobilemed.errors import MobilemedError
@@ -50,10 +51,18 @@ def assert_pixels_or_mobilemed_error(read, size: int | None) -> str:
         pixels = read()
     except MobilemedError as err:
         assert str(err), "an empty error message tells the user nothing"
+        note_outcome("refused")
         return "refused"
     assert isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8
     assert pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] == 3), pixels.shape
     if size is not None:
         assert pixels.shape[:2] == (size, size)
     assert min(pixels.shape[:2]) > 0
+    note_outcome("read")
     return "read"
+
+
+def note_outcome(outcome: str) -> None:
+    """Count the outcome for --hypothesis-show-statistics (a fuzz test that only refuses proves little)."""
+    if currently_in_test_context():
+        event(outcome)

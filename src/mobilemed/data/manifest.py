@@ -30,7 +30,7 @@ def read_manifest(csv_path: Path, options, *, image_root: str | None = None) -> 
     root = Path(image_root) if image_root else csv_path.parent
     if is_nih_table(csv_path) and not (options.label_column or options.label_columns):
         return read_nih_table(csv_path, root)
-    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    frame = _read_frame(csv_path)
     image_column = options.image_column or _guess_image_column(frame, csv_path)
     _require_columns(frame, csv_path, [image_column, options.group_column, options.split_column,
                                        options.label_column, *(options.label_columns or [])])
@@ -41,6 +41,22 @@ def read_manifest(csv_path: Path, options, *, image_root: str | None = None) -> 
     return ImageTable(paths=paths, labels=labels, class_names=class_names, task=task, splits=splits,
                       groups=frame[options.group_column].to_numpy(object) if options.group_column else None,
                       source=str(csv_path))
+
+
+def _read_frame(csv_path: Path):
+    """Every cell as text ("NA" stays "NA": _read_labels decides what a missing value is)."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise MobilemedError(f"label table {csv_path} is empty; it needs a header row and one row per image") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        raise MobilemedError(f"label table {csv_path} is not a readable UTF-8 CSV file ({err}); save it as CSV "
+                             "(comma-separated, UTF-8)") from None
+    if frame.empty:
+        raise MobilemedError(f"label table {csv_path} has a header but no rows; add one row per image")
+    return frame
 
 
 def _guess_image_column(frame, csv_path: Path) -> str:
