@@ -80,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_image_pixels is not None:  # io.limits reads it wherever images are opened
         os.environ[MAX_PIXELS_ENV] = str(args.max_image_pixels)
     try:
-        with warnings.catch_warnings():  # the filter below lasts for this command only
+        with warnings.catch_warnings():  # the filter and the hook below last for this command only
             warnings.simplefilter("ignore" if args.quiet and not args.debug else "default")
+            warnings.showwarning = _warning_to_log
             return int(args.handler(args) or 0)
     except MobilemedError as err:
         if args.debug:
@@ -98,13 +99,17 @@ def main(argv: list[str] | None = None) -> int:
 def _configure_logging(args) -> None:
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
-    # Library warnings (PIL, pydicom, matplotlib) become log records: shown as WARNING normally, silenced
-    # by --quiet (see the warnings filter in main), kept by --debug.
-    logging.captureWarnings(True)
+    # Library warnings (PIL, pydicom, matplotlib) become log records (_warning_to_log): shown as WARNING
+    # normally, silenced by --quiet (see the warnings filter in main), kept by --debug.
     library_level = logging.ERROR if args.quiet and not args.debug else logging.WARNING
     logging.getLogger("py.warnings").setLevel(library_level)
     for noisy in ("matplotlib", "PIL", "urllib3", "h5py", "pydicom"):
         logging.getLogger(noisy).setLevel(library_level)
+
+
+def _warning_to_log(message, category, filename, lineno, file=None, line=None) -> None:
+    text = warnings.formatwarning(message, category, filename, lineno, line).strip()
+    logging.getLogger("py.warnings").warning("%s", text)
 
 
 def _restore_env(name: str, value: str | None) -> None:
