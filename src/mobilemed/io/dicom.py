@@ -53,7 +53,7 @@ def read_dicom(path, *, use_voi: bool = True) -> np.ndarray:
     """
     ds = _read_dataset(path)
     photometric = _check_supported(ds, path)
-    check_pixel_count(path, _header_int(ds, "Columns", path), _header_int(ds, "Rows", path))
+    check_pixel_count(path, _header_int(ds, "Columns", path, minimum=1), _header_int(ds, "Rows", path, minimum=1))
     pixels = _decode_pixels(ds, path)
     if photometric in COLOUR:
         return _scale_colour(pixels, int(ds.BitsStored))
@@ -123,13 +123,13 @@ def _refuse_missing_pixels(ds, path) -> None:
                          f"{size:,} bytes; if it should be an image, it is truncated)")
 
 
-def _header_int(ds, keyword: str, path) -> int:
-    """A required non-negative integer attribute of the image pixel module (Rows, Columns, BitsStored, ...)."""
+def _header_int(ds, keyword: str, path, *, minimum: int = 0) -> int:
+    """A required integer attribute of the image pixel module (Rows, Columns, BitsStored, ...), >= minimum."""
     try:
         value = int(ds[keyword].value)
     except (KeyError, TypeError, ValueError) as err:
         raise MobilemedError(f"DICOM file {path} has no valid {keyword} ({err}); it is corrupt") from None
-    if value < 0:
+    if value < minimum:
         raise MobilemedError(f"DICOM file {path} has {keyword} = {value}; it is corrupt")
     return value
 
