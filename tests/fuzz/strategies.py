@@ -45,6 +45,18 @@ def truncations(seeds: list[bytes]):
     return st.sampled_from(seeds).flatmap(lambda seed: st.integers(0, len(seed) - 1).map(lambda n: seed[:n]))
 
 
+def assert_info_or_mobilemed_error(path) -> None:
+    """io.images.image_info (the audit's header read): a dict of sane facts, or MobilemedError."""
+    from mobilemed.io.images import image_info
+
+    try:
+        info = image_info(path)
+    except MobilemedError as err:
+        assert str(err)
+        return
+    assert set(info) == {"width", "height", "mode", "bit_depth"} and info["width"] >= 0 and info["height"] >= 0
+
+
 def assert_pixels_or_mobilemed_error(read, size: int | None) -> str:
     """Run read(); the only outcomes allowed are uint8 pixels of a sane shape or MobilemedError."""
     try:

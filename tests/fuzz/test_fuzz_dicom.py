@@ -14,7 +14,8 @@ from pydicom.data import get_testdata_file
 from mobilemed.io.images import read_image
 from mobilemed.io.limits import ENV_VAR
 from tests.conftest import SHARED
-from tests.fuzz.strategies import assert_pixels_or_mobilemed_error, fuzz_settings, mutated_bytes, truncations
+from tests.fuzz.strategies import (assert_info_or_mobilemed_error, assert_pixels_or_mobilemed_error, fuzz_settings,
+                                   mutated_bytes, truncations)
 
 # Native, RLE, JPEG baseline, JPEG 2000, big endian, colour, YBR 4:2:2, a non-image and a truncated file.
 PYDICOM_FILES = ("CT_small.dcm", "MR_small.dcm", "MR_small_RLE.dcm", "MR_small_bigendian.dcm",
@@ -25,7 +26,8 @@ SHARED_FILES = ("abdomen_ct_bigendian.dcm", "chest_cr_monochrome1.dcm")
 
 def seed_paths() -> list[Path]:
     paths = [Path(get_testdata_file(name, download=False)) for name in PYDICOM_FILES]
-    paths += [SHARED / "data" / "dicom" / name for name in SHARED_FILES if (SHARED / "data" / "dicom" / name).is_file()]
+    shared = [SHARED / "data" / "dicom" / name for name in SHARED_FILES]
+    paths += [path for path in shared if path.is_file()]
     return paths
 
 
@@ -34,7 +36,8 @@ SEED_BYTES = [path.read_bytes() for path in SEED_PATHS]
 
 # Attributes a reader trusts, and values a broken or hostile file may carry.
 ATTRIBUTES = {
-    "Rows": st.integers(0, 70_000), "Columns": st.integers(0, 70_000), "BitsAllocated": st.sampled_from([0, 1, 7, 8, 12, 16, 32, 64]),
+    "Rows": st.integers(0, 70_000), "Columns": st.integers(0, 70_000),
+    "BitsAllocated": st.sampled_from([0, 1, 7, 8, 12, 16, 32, 64]),
     "BitsStored": st.integers(0, 70), "HighBit": st.integers(0, 70), "PixelRepresentation": st.integers(0, 3),
     "SamplesPerPixel": st.integers(0, 5), "NumberOfFrames": st.integers(-2, 40),
     "PhotometricInterpretation": st.sampled_from(["MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422",
@@ -89,6 +92,7 @@ def check(folder, data: bytes, size, suffix: str = ".dcm"):
     path.write_bytes(data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns about what it repairs; the outcome is what counts
+        assert_info_or_mobilemed_error(path)
         return assert_pixels_or_mobilemed_error(lambda: read_image(path, size=size), size)
 
 

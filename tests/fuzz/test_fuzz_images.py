@@ -10,7 +10,8 @@ from PIL import Image
 
 from mobilemed.io.images import read_image
 from mobilemed.io.limits import ENV_VAR
-from tests.fuzz.strategies import assert_pixels_or_mobilemed_error, fuzz_settings, mutated_bytes, truncations
+from tests.fuzz.strategies import (assert_info_or_mobilemed_error, assert_pixels_or_mobilemed_error, fuzz_settings,
+                                   mutated_bytes, truncations)
 
 SUFFIXES = (".png", ".jpg", ".tif", ".bmp", ".gif", ".webp", ".pgm")
 
@@ -57,6 +58,7 @@ def small_pixel_limit(monkeypatch):
 def check(folder, data: bytes, suffix: str, size):
     path = folder / f"input{suffix}"
     path.write_bytes(data)
+    assert_info_or_mobilemed_error(path)
     return assert_pixels_or_mobilemed_error(lambda: read_image(path, size=size), size)
 
 

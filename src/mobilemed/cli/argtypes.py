@@ -25,7 +25,8 @@ def int_at_least(low: int):
 
 def float_in(low: float, high: float, *, low_open: bool = False, high_open: bool = True):
     """A finite number in the range [low, high) by default; low_open / high_open exclude the ends."""
-    shown = f"{'(' if low_open else '['}{low:g}, {'inf' if math.isinf(high) else f'{high:g}'}{')' if high_open else ']'}"
+    upper = "inf" if math.isinf(high) else f"{high:g}"
+    shown = f"{'(' if low_open else '['}{low:g}, {upper}{')' if high_open else ']'}"
 
     def parse(text: str) -> float:
         try:

@@ -81,8 +81,8 @@ def _read_labels(frame, csv_path: Path, options):
         if bad.any():
             raise MobilemedError(f"{csv_path}: multi-hot column {bad[bad].index[0]!r} must hold only 0 or 1")
         if not (values == "1").any().any():
-            raise MobilemedError(f"{csv_path}: no row has a 1 in any of the label columns {', '.join(options.label_columns)}; "
-                                 "check --label-columns")
+            raise MobilemedError(f"{csv_path}: no row has a 1 in any of the label columns "
+                                 f"{', '.join(options.label_columns)}; check --label-columns")
         return values.to_numpy(np.float32), list(options.label_columns), "multilabel"
     column = options.label_column or ("label" if "label" in frame.columns else None)
     if column is None:

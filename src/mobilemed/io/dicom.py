@@ -52,6 +52,19 @@ def read_dicom(path, *, use_voi: bool = True) -> np.ndarray:
         Rows x Columns above the pixel limit (io.limits; checked before the pixels are decoded).
     """
     ds = _read_dataset(path)
+    try:
+        return _display_pixels(ds, path, use_voi)
+    except HEADER_ERRORS as err:
+        raise MobilemedError(f"DICOM file {path} has a corrupt header ({type(err).__name__}: {err}); "
+                             "re-export it") from None
+
+
+# pydicom parses element values lazily: a corrupt value (an unknown VR, text in a number) raises one of
+# these only when it is read, anywhere in the chain below.
+HEADER_ERRORS = (ValueError, TypeError, NotImplementedError, KeyError, AttributeError, OverflowError, IndexError)
+
+
+def _display_pixels(ds, path, use_voi: bool) -> np.ndarray:
     photometric = _check_supported(ds, path)
     check_pixel_count(path, _header_int(ds, "Columns", path, minimum=1), _header_int(ds, "Rows", path, minimum=1))
     pixels = _decode_pixels(ds, path)
@@ -74,9 +87,13 @@ def read_dicom(path, *, use_voi: bool = True) -> np.ndarray:
 def dicom_info(path) -> dict:
     """Header facts without decoding pixels: width, height, mode (Photometric Interpretation), bit_depth, frames."""
     ds = _read_dataset(path, stop_before_pixels=True)
-    return {"width": int(ds.get("Columns", 0)), "height": int(ds.get("Rows", 0)),
-            "mode": str(ds.get("PhotometricInterpretation", "")), "bit_depth": int(ds.get("BitsStored", 0)),
-            "frames": int(ds.get("NumberOfFrames", 1) or 1)}
+    try:
+        return {"width": int(ds.get("Columns", 0) or 0), "height": int(ds.get("Rows", 0) or 0),
+                "mode": str(ds.get("PhotometricInterpretation", "")), "bit_depth": int(ds.get("BitsStored", 0) or 0),
+                "frames": int(ds.get("NumberOfFrames", 1) or 1)}
+    except HEADER_ERRORS as err:
+        raise MobilemedError(f"DICOM file {path} has a corrupt header ({type(err).__name__}: {err}); "
+                             "re-export it") from None
 
 
 def _read_dataset(path, *, stop_before_pixels: bool = False):
