@@ -16,11 +16,27 @@ def atomic_write(path, mode: str = "w", **open_kwargs):
     try:
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600: give the mode a plain open() would
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux says it (os.umask would briefly set 0,
+    racing with other threads' file creation)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_save_figure(fig, path, **savefig_kwargs) -> Path:

@@ -6,7 +6,7 @@ and io.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ class Predictions:
     probabilities: np.ndarray  # binary (N,), otherwise (N, K)
     labels: list[str]          # predicted label (multilabel: findings joined by "|", or "none")
     skipped: list[str]
+    skip_reasons: list[str] = field(default_factory=list)  # why each skipped file could not be read
 
 
 class Predictor:
@@ -55,21 +56,22 @@ class Predictor:
 
     def predict_files(self, paths, *, skip_bad: bool = False) -> Predictions:
         files = expand_inputs(paths)
-        images, kept, skipped = [], [], []
+        images, kept, skipped, reasons = [], [], [], []
         for file in files:
             try:
                 images.append(self.read_image(file))
                 kept.append(file)
-            except MobilemedError:
+            except MobilemedError as err:
                 if not skip_bad:
                     raise
                 skipped.append(file)
+                reasons.append(str(err))
         if not images:
             raise MobilemedError("no readable image among the inputs")
         mixed = len({img.ndim for img in images}) > 1
         batch = np.stack([_as_rgb(img) for img in images] if mixed else images)
         result = self.predict_images(batch, kept)
-        result.skipped = skipped
+        result.skipped, result.skip_reasons = skipped, reasons
         return result
 
     def predicted_labels(self, probs: np.ndarray) -> list[str]:

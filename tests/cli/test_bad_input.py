@@ -65,7 +65,7 @@ def test_checkpoint_for_another_task(capsys, tiny_checkpoint, tmp_path):
     csv = tmp_path / "multi.csv"
     rows = [f"{p},1,0" for p in sorted((data / "test").rglob("*.png"))]
     csv.write_text("path,effusion,mass\n" + "\n".join(rows) + "\n")
-    code, _, err = run_cli(capsys, "evaluate", checkpoint, csv, "--label-columns", "effusion,mass")
+    code, _, err = run_cli(capsys, "evaluate", checkpoint, csv, "--label-columns", "effusion,mass", "--allow-outside-root")
     assert_clean_error(code, err, "multilabel", "binary")
 
 
@@ -105,3 +105,100 @@ def test_predict_writes_one_row_per_file(capsys, tiny_checkpoint, tmp_path):
     assert lines[0] == "file,prob_pneumonia,predicted"
     assert len(lines) == 1 + len(list((data / "test").rglob("*.png")))
     assert all(line.rsplit(",", 1)[1] in ("normal", "pneumonia") for line in lines[1:])
+
+
+def test_predict_skip_bad_keeps_every_input_row_in_order_with_the_reason(capsys, tiny_checkpoint, tmp_path):
+    from tests.io.test_limits import write_declared_png
+
+    checkpoint, data = tiny_checkpoint
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = sorted((data / "test" / "normal").glob("*.png"))[:2]
+    for i, src in enumerate(good):
+        shutil.copy(src, folder / f"{2 * i}_good.png")
+    (folder / "1_broken.png").write_bytes(b"not a png")
+    write_declared_png(folder / "3_bomb.png", 20_000, 20_000)
+    out = tmp_path / "preds.csv"
+    code, _, err = run_cli(capsys, "predict", checkpoint, folder, "--out", out)
+    assert_clean_error(code, err, "1_broken.png", "--skip-bad")
+    code, _, err = run_cli(capsys, "predict", checkpoint, folder, "--out", out, "--skip-bad")
+    assert code == 0, err
+    lines = out.read_text().strip().splitlines()
+    assert lines[0] == "file,prob_pneumonia,predicted,error"
+    rows = [line.split(",", 3) for line in lines[1:]]
+    assert [Path(r[0]).name for r in rows] == ["0_good.png", "1_broken.png", "2_good.png", "3_bomb.png"]
+    assert rows[0][3] == "" and rows[2][3] == "" and rows[0][2] in ("normal", "pneumonia")
+    assert rows[1][1:3] == ["", ""] and "not an image file" in rows[1][3]
+    assert "400,000,000 pixels" in rows[3][3]
+
+
+def test_max_image_pixels_option_lets_a_large_image_through(capsys, tiny_checkpoint, tmp_path):
+    checkpoint, data = tiny_checkpoint
+    image = sorted((data / "test" / "normal").glob("*.png"))[0]  # 32 x 32 = 1,024 pixels
+    code, _, err = run_cli(capsys, "predict", checkpoint, image, "--max-image-pixels", "1000")
+    assert_clean_error(code, err, image.name, "1,024 pixels", "limit of 1,000")
+    code, out, err = run_cli(capsys, "predict", checkpoint, image, "--max-image-pixels", "1024")
+    assert code == 0 and image.name in out
+
+
+def test_explain_skip_bad_skips_and_counts(capsys, tiny_checkpoint, tmp_path):
+    checkpoint, data = tiny_checkpoint
+    good = sorted((data / "test" / "pneumonia").glob("*.png"))[0]
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    code, _, err = run_cli(capsys, "explain", checkpoint, good, bad, "--out", tmp_path / "cams")
+    assert_clean_error(code, err, "broken.png", "--skip-bad")
+    code, out, err = run_cli(capsys, "explain", checkpoint, good, bad, "--out", tmp_path / "cams", "--skip-bad")
+    assert code == 0, err
+    assert "skipped" in err and "broken.png" in err and "skipped 1 unreadable file(s)" in out
+    assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == [f"{good.stem}_gradcam.png"]
+
+
+def test_outputs_follow_the_umask_not_0600(capsys, tiny_checkpoint, tmp_path):
+    import os
+
+    checkpoint, data = tiny_checkpoint
+    old = os.umask(0o022)
+    try:
+        code, _, err = run_cli(capsys, "predict", checkpoint, data / "test", "--out", tmp_path / "preds.csv")
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    assert (tmp_path / "preds.csv").stat().st_mode & 0o777 == 0o644
+    assert (checkpoint.parent / "report.html").stat().st_mode & 0o077 != 0  # colleagues can read the report
+
+
+def test_quiet_silences_library_warnings_and_debug_keeps_them(capsys, tiny_checkpoint, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    checkpoint, _ = tiny_checkpoint
+    palette = tmp_path / "palette.png"  # PIL warns when it converts this to RGB
+    Image.fromarray(np.arange(1024, dtype=np.uint16).reshape(32, 32).astype(np.uint8)).convert("P").save(
+        palette, transparency=bytes(range(16)))
+    needle = "Palette images with Transparency"
+    code = main(["--quiet", "predict", str(checkpoint), str(palette)])
+    assert code == 0 and needle not in capsys.readouterr().err
+    code = main(["predict", str(checkpoint), str(palette), "--debug"])
+    err = capsys.readouterr().err
+    assert code == 0 and needle in err and "py.warnings" in err  # routed through logging
+
+
+def test_label_sep_without_findings_is_refused_before_any_file_is_written(capsys, blob_folder, tmp_path):
+    files = sorted(blob_folder.rglob("*.png"))
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,findings\n" + "\n".join(f"{p}," for p in files) + "\n")
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", csv, "--label-column", "findings", "--label-sep", "|",
+                           "--allow-outside-root", "--out", out, *TINY)
+    assert_clean_error(code, err, "labels.csv", "lists no finding in any row")
+    assert not out.exists()
+
+
+def test_strict_train_stops_on_a_duplicate_within_a_split(capsys, blob_folder, tmp_path):
+    normal = blob_folder / "train" / "normal"
+    shutil.copy(normal / "normal_0.png", normal / "normal_0_copy.png")
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", blob_folder, "--strict", "--out", out, *TINY)
+    assert_clean_error(code, err, "appear more than once within a split", "normal_0_copy.png", "--strict")
+    assert not out.exists()

@@ -51,3 +51,18 @@ def test_ignore_dicom_window_flag_is_stored_in_the_spec():
     spec = make_spec(config, table, in_chans=1, image_size=64)
     assert spec.dicom_voi is False and ModelSpec.from_dict(spec.to_dict()).dicom_voi is False
     assert DataOptions().use_voi is True
+
+
+def test_skip_bad_skips_a_decompression_bomb_and_otherwise_names_it(tmp_path, blob_folder):
+    import pytest
+
+    from mobilemed.errors import MobilemedError
+    from tests.io.test_limits import write_declared_png
+
+    write_declared_png(blob_folder / "train" / "normal" / "bomb.png", 30_000, 30_000)
+    table = load_table(str(blob_folder))
+    with pytest.raises(MobilemedError, match="bomb.png declares 30000 x 30000 = 900,000,000 pixels"):
+        decoded_images(table, 32, progress=False)
+    images, keep = decoded_images(table, 32, progress=False, skip_bad=True)
+    assert keep.sum() == len(table) - 1 and not keep[[p.endswith("bomb.png") for p in table.paths]].any()
+    assert images.shape == (len(table) - 1, 32, 32)

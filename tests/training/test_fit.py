@@ -100,7 +100,9 @@ def test_multilabel_run_from_a_multihot_manifest_reports_every_finding(shared, i
 
     root = shared / "data" / "nih_cxr14_1000"
     run = tmp_path / "nih"
-    assert main(["--quiet", "train", str(root / "labels_multihot.csv"), "--image-root", str(root),
+    # The manifest's paths start with the folder it was written in, NIH1000/: give them that folder.
+    (tmp_path / "NIH1000").symlink_to(root, target_is_directory=True)
+    assert main(["--quiet", "train", str(root / "labels_multihot.csv"), "--image-root", str(tmp_path),
                  "--image-column", "path", "--label-columns", ",".join(FINDINGS), "--group-column", "Patient ID",
                  "--resplit", "--mode", "linear-probe", "--image-size", "64", "--epochs", "5", "--no-gallery",
                  "--n-bootstrap", "100", "--out", str(run)]) == 0

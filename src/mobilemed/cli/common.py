@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from mobilemed.cli.argtypes import FRACTION, NON_NEGATIVE_INT
 from mobilemed.data.sources import DataOptions
+from mobilemed.errors import MobilemedError
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -11,16 +13,21 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("data", help="image folder, CSV manifest / NIH table, or MedMNIST name (e.g. pneumoniamnist)")
     group.add_argument("--labels", dest="labels_csv", help="label table (CSV) for an image folder")
     group.add_argument("--image-root", help="folder CSV image paths are relative to (default: the CSV's folder)")
+    group.add_argument("--allow-outside-root", action="store_true",
+                       help="accept CSV image paths that lead outside the image root (../, absolute paths)")
     group.add_argument("--image-column", help="CSV column with image paths (default: path/image/file/...)")
     group.add_argument("--label-column", help="CSV column with one label per image")
     group.add_argument("--label-columns", type=_comma_list, help="comma-separated multi-hot columns (multi-label)")
     group.add_argument("--label-sep", help="separator of a joined multi-label string, e.g. '|'")
     group.add_argument("--group-column", help="patient / group column: splits never separate a group")
     group.add_argument("--split-column", help="column with train/val/test to use as given")
-    group.add_argument("--medmnist-size", type=int, default=28, choices=(28, 64, 128, 224))
-    group.add_argument("--val-fraction", type=float, default=0.1)
-    group.add_argument("--test-fraction", type=float, default=0.2)
-    group.add_argument("--split-seed", type=int, default=0)
+    group.add_argument("--medmnist-size", type=int, default=28, choices=(28, 64, 128, 224),
+                       help="MedMNIST image size to load")
+    group.add_argument("--val-fraction", type=FRACTION, default=0.1,
+                       help="share of the images for validation when the data has no val split, in [0, 1)")
+    group.add_argument("--test-fraction", type=FRACTION, default=0.2,
+                       help="share of the images for testing when the data has no split, in [0, 1)")
+    group.add_argument("--split-seed", type=NON_NEGATIVE_INT, default=0, help="seed of the random split")
     group.add_argument("--resplit", action="store_true",
                        help="ignore the data's own split (train/valid/test folders, split column) and make a fresh "
                             "patient-grouped, stratified one (--val-fraction, --test-fraction, --split-seed)")
@@ -38,13 +45,17 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def data_options(args) -> DataOptions:
+    if args.val_fraction + args.test_fraction >= 1:
+        raise MobilemedError(f"--val-fraction {args.val_fraction:g} + --test-fraction {args.test_fraction:g} leave "
+                             "no images for training; keep their sum below 1")
     return DataOptions(labels_csv=args.labels_csv, image_root=args.image_root, image_column=args.image_column,
                        label_column=args.label_column, label_columns=args.label_columns, label_sep=args.label_sep,
                        group_column=args.group_column, split_column=args.split_column,
                        medmnist_size=args.medmnist_size, val_fraction=args.val_fraction,
                        test_fraction=args.test_fraction, seed=args.split_seed,
                        resplit=args.resplit, use_voi=args.use_voi, split_folders=args.split_folders,
-                       split_values=args.split_values, positive_class=args.positive_class)
+                       split_values=args.split_values, positive_class=args.positive_class,
+                       allow_outside_root=args.allow_outside_root)
 
 
 def _comma_list(value: str) -> list[str]:

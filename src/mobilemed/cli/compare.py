@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import json
 
+from mobilemed.cli.argtypes import NON_NEGATIVE_INT, POSITIVE_INT
 from mobilemed.errors import MobilemedError
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders evaluated on the same test set; "
                         "the first is the reference the others are compared with")
-    parser.add_argument("--n-bootstrap", type=int, default=1000, help="paired bootstrap resamples (default 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    parser.add_argument("--n-bootstrap", type=POSITIVE_INT, default=1000, help="paired bootstrap resamples, at least 1")
+    parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--json", help="also write the comparison as JSON to this file")
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mobilemed.cli.argtypes import NON_NEGATIVE_INT
 from mobilemed.cli.common import add_data_arguments, data_options
 
 log = logging.getLogger(__name__)
@@ -18,8 +19,9 @@ def add_arguments(parser) -> None:
                         help="the split to score (default test: the run's held-out images); all: every labelled "
                              "image of DATA, no split made (external validation)")
     parser.add_argument("--out", help="folder for metrics.json and plots (default: <checkpoint folder>/eval-<split>)")
-    parser.add_argument("--n-bootstrap", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-bootstrap", type=NON_NEGATIVE_INT, default=1000,
+                        help="bootstrap resamples for the CIs (0: no intervals)")
+    parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of the bootstrap resampling")
 
 
 def run(args) -> int:

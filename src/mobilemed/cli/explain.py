@@ -1,6 +1,7 @@
 """mobilemed explain CHECKPOINT IMAGES...: Grad-CAM overlays (PNG) for the predicted or a chosen class."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from mobilemed.errors import MobilemedError
@@ -13,6 +14,7 @@ def add_arguments(parser) -> None:
                         help="class (multi-label: finding) to explain; default: the predicted class "
                              "(multi-label: the most probable finding)")
     parser.add_argument("--out", default="gradcam", help="folder for the overlays (default: ./gradcam)")
+    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable files and count them")
 
 
 def run(args) -> int:
@@ -26,8 +28,16 @@ def run(args) -> int:
     chosen = class_index(spec, args.target_class)
     files = expand_inputs(args.images)
     out_dir = Path(args.out)
+    skipped = []
     for file, png in zip(files, output_names(files)):
-        image = predictor.read_image(file)  # (H, W) or (H, W, 3) uint8
+        try:
+            image = predictor.read_image(file)  # (H, W) or (H, W, 3) uint8
+        except MobilemedError as err:
+            if not args.skip_bad:
+                raise
+            print(f"skipped {file}: {err}", file=sys.stderr)
+            skipped.append(file)
+            continue
         prediction = predictor.predict_images(image[None], [file])
         predicted = prediction.labels[0]
         target = int(default_targets(prediction.probabilities, spec)[0]) if chosen is None else chosen
@@ -37,7 +47,10 @@ def run(args) -> int:
         explained = f"Grad-CAM for {spec.class_names[target]} (p = {prob:.2f})"
         save_overlay(out_dir / png, image, heatmap, title=f"{Path(file).name}   predicted: {predicted}\n{explained}")
         print(f"{file}: predicted {predicted}; {explained} -> {out_dir / png}")
-    print(f"wrote {len(files)} overlay(s) to {out_dir}")
+    if len(skipped) == len(files):
+        raise MobilemedError("no readable image among the inputs")
+    print(f"wrote {len(files) - len(skipped)} overlay(s) to {out_dir}"
+          + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else ""))
     return 0
 
 

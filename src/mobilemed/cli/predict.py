@@ -13,15 +13,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("checkpoint", help="best.pt from a run folder")
     parser.add_argument("inputs", nargs="+", help="image / DICOM files or folders")
     parser.add_argument("--out", help="CSV to write (default: print to the terminal)")
-    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable files and count them")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="go on past unreadable files: they get a row with empty probabilities and the "
+                             "reason in an 'error' column")
 
 
 def run(args) -> int:
-    from mobilemed.inference import Predictor
+    from mobilemed.inference import Predictor, expand_inputs
 
     predictor = Predictor.from_checkpoint(args.checkpoint)
     result = predictor.predict_files(args.inputs, skip_bad=args.skip_bad)
-    text = format_csv(result, predictor.spec)
+    text = format_csv(result, predictor.spec, input_order=expand_inputs(args.inputs) if args.skip_bad else None)
     if args.out:
         with atomic_write(Path(args.out)) as handle:
             handle.write(text)
@@ -33,12 +35,31 @@ def run(args) -> int:
     return 0
 
 
-def format_csv(result, spec) -> str:
+def format_csv(result, spec, input_order: list[str] | None = None) -> str:
+    """One row per file. With input_order (--skip-bad), skipped files keep their place in the input order
+    with empty probabilities and the reason in an extra 'error' column."""
     names = spec.class_names[1:] if spec.task == "binary" else spec.class_names
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["file", *[f"prob_{n}" for n in names], "predicted"])
+    writer.writerow(["file", *[f"prob_{n}" for n in names], "predicted", *(["error"] if input_order else [])])
     probs = result.probabilities.reshape(len(result.files), -1)
-    for file, row, label in zip(result.files, probs, result.labels):
-        writer.writerow([file, *[f"{p:.6f}" for p in row], label])
+    rows = [[file, *[f"{p:.6f}" for p in row], label] for file, row, label in zip(result.files, probs, result.labels)]
+    if input_order:
+        failed = [[file, *[""] * len(names), "", reason] for file, reason in zip(result.skipped, result.skip_reasons)]
+        rows = _in_input_order(input_order, [r + [""] for r in rows], failed)
+    writer.writerows(rows)
     return buffer.getvalue()
+
+
+def _in_input_order(files: list[str], read: list[list], failed: list[list]) -> list[list]:
+    """Merge the read and the failed rows (each already in input order) back into the input order."""
+    read_rows, failed_rows = iter(read), iter(failed)
+    next_failed = next(failed_rows, None)
+    merged = []
+    for file in files:
+        if next_failed is not None and next_failed[0] == file:
+            merged.append(next_failed)
+            next_failed = next(failed_rows, None)
+        else:
+            merged.append(next(read_rows))
+    return merged

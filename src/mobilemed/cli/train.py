@@ -5,7 +5,10 @@ import argparse
 import json
 from pathlib import Path
 
+from mobilemed.cli.argtypes import (FRACTION, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT,
+                                    PROBABILITY_TARGET)
 from mobilemed.cli.common import add_data_arguments, data_options
+from mobilemed.errors import MobilemedError
 from mobilemed.training.config import MODES, TrainConfig
 
 
@@ -16,36 +19,51 @@ def add_arguments(parser) -> None:
     model = parser.add_argument_group("model")
     model.add_argument("--arch", default="mobilenet_v2", help="mobilenet_v2[_035|_050|_075|_140], mobilenet_v3_small|large")
     model.add_argument("--weights", default="imagenet", help="imagenet, none, or a state_dict file")
-    model.add_argument("--mode", default="linear-probe", choices=MODES)
-    model.add_argument("--image-size", type=int, help="input resolution (default 224; 64 for 28 px MedMNIST)")
-    model.add_argument("--dropout", type=float, default=0.2)
+    model.add_argument("--mode", default="linear-probe", choices=MODES,
+                       help="linear-probe: train the head on frozen features; finetune: the whole network; "
+                            "scratch: from random weights")
+    model.add_argument("--image-size", type=POSITIVE_INT,
+                       help="input resolution in px, at least 32 for MobileNets (default 224; 64 for 28 px MedMNIST)")
+    model.add_argument("--dropout", type=FRACTION, default=0.2, help="dropout before the head, in [0, 1)")
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=10)
-    opt.add_argument("--batch-size", type=int, default=32)
-    opt.add_argument("--lr", type=float, default=1e-3)
-    opt.add_argument("--backbone-lr-scale", type=float, default=0.1)
-    opt.add_argument("--head-warmup-epochs", type=int, default=0)
-    opt.add_argument("--optimizer", default="adamw", choices=("adamw", "adam"))
-    opt.add_argument("--weight-decay", type=float, default=1e-4)
-    opt.add_argument("--scheduler", default="cosine", choices=("cosine", "onecycle", "none"))
-    opt.add_argument("--class-weighting", default="balanced", choices=("balanced", "none"))
+    opt.add_argument("--epochs", type=POSITIVE_INT, default=10, help="training epochs, at least 1")
+    opt.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="images per step, at least 1")
+    opt.add_argument("--lr", type=POSITIVE_FLOAT, default=1e-3, help="learning rate of the head, > 0")
+    opt.add_argument("--backbone-lr-scale", type=NON_NEGATIVE_FLOAT, default=0.1,
+                     help="finetune: the backbone learns at lr x this, >= 0")
+    opt.add_argument("--head-warmup-epochs", type=NON_NEGATIVE_INT, default=0,
+                     help="finetune: train only the head for this many epochs first")
+    opt.add_argument("--optimizer", default="adamw", choices=("adamw", "adam"), help="optimiser")
+    opt.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, default=1e-4, help="weight decay, >= 0")
+    opt.add_argument("--scheduler", default="cosine", choices=("cosine", "onecycle", "none"),
+                     help="learning-rate schedule")
+    opt.add_argument("--class-weighting", default="balanced", choices=("balanced", "none"),
+                     help="weight the loss by inverse class frequency")
     opt.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="geometric augmentation (default: on unless linear-probe)")
-    opt.add_argument("--ema", dest="ema_decay", type=float, default=0.0, help="EMA decay of the weights, e.g. 0.998")
+    opt.add_argument("--ema", dest="ema_decay", type=FRACTION, default=0.0,
+                     help="EMA decay of the weights in [0, 1), e.g. 0.998; 0 is off")
     opt.add_argument("--tta", action="store_true", help="average predictions over small shifts")
-    opt.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (0: never)")
-    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--patience", type=NON_NEGATIVE_INT, default=5,
+                     help="early-stopping patience in epochs (0: never stop early)")
+    opt.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of weights, order and augmentation")
     op = parser.add_argument_group("operating point and calibration (chosen on validation)")
     op.add_argument("--threshold-rule", default="youden",
-                    choices=("youden", "target_sensitivity", "target_specificity", "fixed"))
-    op.add_argument("--target-sensitivity", type=float)
-    op.add_argument("--target-specificity", type=float)
+                    choices=("youden", "target_sensitivity", "target_specificity", "fixed"),
+                    help="how the decision threshold is chosen on validation (target_*: give the target below)")
+    op.add_argument("--target-sensitivity", type=PROBABILITY_TARGET,
+                    help="choose the threshold that reaches this sensitivity, in (0, 1)")
+    op.add_argument("--target-specificity", type=PROBABILITY_TARGET,
+                    help="choose the threshold that reaches this specificity, in (0, 1)")
     op.add_argument("--calibrate", action="store_true", help="fit temperature scaling on validation")
-    parser.add_argument("--n-bootstrap", type=int, default=1000)
+    parser.add_argument("--n-bootstrap", type=NON_NEGATIVE_INT, default=1000,
+                        help="bootstrap resamples for the test CIs (0: no intervals)")
     parser.add_argument("--no-gallery", action="store_true", help="skip the Grad-CAM gallery")
     parser.add_argument("--strict", action="store_true", help="stop if patients or images cross splits")
 
 
 def config_from_args(args) -> TrainConfig:
+    check_image_size(args.arch, args.image_size)
+    check_threshold_target(args)
     rule, target = args.threshold_rule, None
     if args.target_sensitivity is not None:
         rule, target = "target_sensitivity", args.target_sensitivity
@@ -60,6 +78,23 @@ def config_from_args(args) -> TrainConfig:
         tta=args.tta, patience=args.patience, threshold_rule=rule, threshold_target=target, calibrate=args.calibrate,
         seed=args.seed, skip_bad=args.skip_bad, strict=args.strict, resume=args.resume,
         n_bootstrap=args.n_bootstrap, gallery=not args.no_gallery, progress=not args.quiet)
+
+
+def check_image_size(arch: str, image_size: int | None) -> None:
+    """An unknown architecture, or an input smaller than the architecture can see, is refused up front."""
+    from mobilemed.models.registry import get_backbone
+
+    smallest = get_backbone(arch).min_image_size
+    if image_size is not None and image_size < smallest:
+        raise MobilemedError(f"--image-size {image_size} is below the {smallest} px that {arch} needs (it "
+                             f"downsamples 32x); use --image-size {smallest} or more")
+
+
+def check_threshold_target(args) -> None:
+    """A target_* rule needs its target: without one it would fail only after the whole training."""
+    for rule in ("target_sensitivity", "target_specificity"):
+        if args.threshold_rule == rule and getattr(args, rule) is None:
+            raise MobilemedError(f"--threshold-rule {rule} needs --{rule.replace('_', '-')} VALUE in (0, 1)")
 
 
 def run(args) -> int:

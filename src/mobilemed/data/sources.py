@@ -36,6 +36,7 @@ class DataOptions:
     split_folders: dict[str, str] | None = None  # {"train": "Training", "test": "Testing"}: split -> folder
     split_values: dict[str, str] | None = None  # {"holdout": "test"}: split-column value (lower case) -> split
     positive_class: str | None = None  # binary: the finding (class_names[1]); default: see data/positive_class.py
+    allow_outside_root: bool = False  # CSV paths may lead outside image_root (../, absolute paths)
 
 
 def load_table(data: str, options: DataOptions | None = None) -> ImageTable:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilemed.errors import MobilemedError
+from mobilemed.io.limits import check_pixel_count
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,25 @@ def read_dicom(path, *, use_voi: bool = True) -> np.ndarray:
         False maps the full rescaled value range instead.
     Returns: (H, W) float32 in [0, 1] for MONOCHROME1/2 (MONOCHROME1 inverted so air is dark), or
         (H, W, 3) float32 in [0, 1] for RGB / YBR colour.
-    Raises: MobilemedError naming the file for non-DICOM, truncated, multi-frame or unsupported files.
+    Raises: MobilemedError naming the file for non-DICOM, truncated, multi-frame, unsupported files, or
+        Rows x Columns above the pixel limit (io.limits; checked before the pixels are decoded).
     """
     ds = _read_dataset(path)
+    try:
+        return _display_pixels(ds, path, use_voi)
+    except HEADER_ERRORS as err:
+        raise MobilemedError(f"DICOM file {path} has a corrupt header ({type(err).__name__}: {err}); "
+                             "re-export it") from None
+
+
+# pydicom parses element values lazily: a corrupt value (an unknown VR, text in a number) raises one of
+# these only when it is read, anywhere in the chain below.
+HEADER_ERRORS = (ValueError, TypeError, NotImplementedError, KeyError, AttributeError, OverflowError, IndexError)
+
+
+def _display_pixels(ds, path, use_voi: bool) -> np.ndarray:
     photometric = _check_supported(ds, path)
+    check_pixel_count(path, _header_int(ds, "Columns", path, minimum=1), _header_int(ds, "Rows", path, minimum=1))
     pixels = _decode_pixels(ds, path)
     if photometric in COLOUR:
         return _scale_colour(pixels, int(ds.BitsStored))
@@ -71,9 +87,13 @@ def read_dicom(path, *, use_voi: bool = True) -> np.ndarray:
 def dicom_info(path) -> dict:
     """Header facts without decoding pixels: width, height, mode (Photometric Interpretation), bit_depth, frames."""
     ds = _read_dataset(path, stop_before_pixels=True)
-    return {"width": int(ds.get("Columns", 0)), "height": int(ds.get("Rows", 0)),
-            "mode": str(ds.get("PhotometricInterpretation", "")), "bit_depth": int(ds.get("BitsStored", 0)),
-            "frames": int(ds.get("NumberOfFrames", 1) or 1)}
+    try:
+        return {"width": int(ds.get("Columns", 0) or 0), "height": int(ds.get("Rows", 0) or 0),
+                "mode": str(ds.get("PhotometricInterpretation", "")), "bit_depth": int(ds.get("BitsStored", 0) or 0),
+                "frames": int(ds.get("NumberOfFrames", 1) or 1)}
+    except HEADER_ERRORS as err:
+        raise MobilemedError(f"DICOM file {path} has a corrupt header ({type(err).__name__}: {err}); "
+                             "re-export it") from None
 
 
 def _read_dataset(path, *, stop_before_pixels: bool = False):
@@ -93,11 +113,15 @@ def _read_dataset(path, *, stop_before_pixels: bool = False):
 def _check_supported(ds, path) -> str:
     """The Photometric Interpretation, once the image is known to be one this module can read."""
     if "PixelData" not in ds:
-        raise MobilemedError(f"DICOM file {path} holds no image (Modality {ds.get('Modality', '?')}, no Pixel Data)")
+        _refuse_missing_pixels(ds, path)
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if photometric not in MONOCHROME + COLOUR:
         raise MobilemedError(f"DICOM file {path} has PhotometricInterpretation {photometric or 'missing'}; "
                              f"mobilemed reads {', '.join(MONOCHROME + COLOUR)}")
+    samples = _header_int(ds, "SamplesPerPixel", path) if "SamplesPerPixel" in ds else 1
+    if samples != (1 if photometric in MONOCHROME else 3):
+        raise MobilemedError(f"DICOM file {path} has SamplesPerPixel {samples}, which does not fit its "
+                             f"PhotometricInterpretation {photometric}; the header is corrupt")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise MobilemedError(f"DICOM file {path} has {frames} frames; mobilemed reads single-frame images, "
@@ -105,14 +129,73 @@ def _check_supported(ds, path) -> str:
     return photometric
 
 
+def _refuse_missing_pixels(ds, path) -> None:
+    """No Pixel Data: a header that describes an image (Rows, Columns) means the file was cut short."""
+    size = Path(path).stat().st_size
+    if "Rows" in ds or "Columns" in ds:
+        raise MobilemedError(f"DICOM file {path} describes a {ds.get('Columns', '?')} x {ds.get('Rows', '?')} image "
+                             f"but ends ({size:,} bytes) before its Pixel Data: the file is truncated; copy or "
+                             "export it again")
+    raise MobilemedError(f"DICOM file {path} holds no image (Modality {ds.get('Modality', '?')}, no Pixel Data, "
+                         f"{size:,} bytes; if it should be an image, it is truncated)")
+
+
+def _header_int(ds, keyword: str, path, *, minimum: int = 0) -> int:
+    """A required integer attribute of the image pixel module (Rows, Columns, BitsStored, ...), >= minimum."""
+    try:
+        value = int(ds[keyword].value)
+    except (KeyError, TypeError, ValueError) as err:
+        raise MobilemedError(f"DICOM file {path} has no valid {keyword} ({err}); it is corrupt") from None
+    if value < minimum:
+        raise MobilemedError(f"DICOM file {path} has {keyword} = {value}; it is corrupt")
+    return value
+
+
+def _check_pixel_length(ds, path) -> None:
+    """Native (uncompressed) Pixel Data shorter than Rows x Columns x samples x bytes: a cut-off file."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        if syntax is None or syntax.is_compressed:
+            return
+    except ValueError:  # not a transfer syntax UID at all: the decoder refuses the file
+        return
+    from pydicom.pixels.utils import get_expected_length
+
+    for keyword in ("Rows", "Columns", "BitsAllocated"):
+        _header_int(ds, keyword, path)
+    try:
+        expected = get_expected_length(ds, unit="bytes")  # knows YBR_FULL_422's subsampling
+    except (AttributeError, TypeError, ValueError, KeyError):
+        return  # a header pydicom cannot size: its decoder names the problem
+    have = len(ds.PixelData or b"")
+    if have < expected:
+        raise MobilemedError(f"DICOM file {path} is truncated: its Pixel Data holds {have:,} of the {expected:,} "
+                             "bytes its header describes; copy or export it again")
+
+
 def _decode_pixels(ds, path) -> np.ndarray:
     """Stored pixel values, (H, W) or (H, W, 3) for colour (YBR already converted to RGB)."""
+    _check_pixel_length(ds, path)
     try:
-        return ds.pixel_array
+        pixels = ds.pixel_array
     except Exception as err:  # decoders raise anything from ValueError to RuntimeError
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", syntax) or "unknown transfer syntax"
-        raise MobilemedError(f"cannot decode the pixels of DICOM file {path} ({name}): {err}") from None
+        raise MobilemedError(f"cannot decode the pixels of DICOM file {path} ({_syntax_name(ds)}): {err}") from None
+    except BaseException as err:
+        # Rust decoders (pylibjpeg-rle via pyo3) panic on corrupt data with a BaseException subclass.
+        if type(err).__name__ != "PanicException":
+            raise
+        raise MobilemedError(f"cannot decode the pixels of DICOM file {path} ({_syntax_name(ds)}): the decoder "
+                             f"failed on corrupt data ({err})") from None
+    expected = (int(ds.Rows), int(ds.Columns)) + ((3,) if int(ds.get("SamplesPerPixel", 1)) == 3 else ())
+    if pixels.shape != expected:  # e.g. pixel data long enough for more frames than the header says
+        raise MobilemedError(f"DICOM file {path} decodes to shape {pixels.shape}, not the {expected} its header "
+                             "describes; the header is corrupt")
+    return pixels
+
+
+def _syntax_name(ds) -> str:
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    return getattr(syntax, "name", syntax) or "unknown transfer syntax"
 
 
 def _mask_bits_stored(pixels: np.ndarray, bits_stored: int, *, signed: bool) -> np.ndarray:

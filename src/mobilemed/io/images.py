@@ -12,6 +12,7 @@ import numpy as np
 
 from mobilemed.errors import MobilemedError
 from mobilemed.io.dicom import dicom_info, is_dicom, read_dicom
+from mobilemed.io.limits import check_pixel_count
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm",
                               ".ppm", ".pbm", ".dcm", ".dicom"})
@@ -37,7 +38,8 @@ def read_image(path, *, size: int | None = None, use_voi: bool = True) -> np.nda
     size: resize to size x size (antialiased bilinear; the aspect ratio is not kept).
     use_voi: for DICOM, apply its VOI LUT / window (see io.dicom.read_dicom).
     Returns: uint8 (H, W) for grayscale sources, (H, W, 3) for colour ones.
-    Raises: MobilemedError naming the file when it is missing, unreadable or refused.
+    Raises: MobilemedError naming the file when it is missing, unreadable, larger than the pixel limit
+        (io.limits) or refused.
     """
     path = Path(path)
     if not path.is_file():
@@ -87,21 +89,31 @@ def _read_pil(path: Path) -> np.ndarray:
             img.load()
             ImageOps.exif_transpose(img, in_place=True)  # phone photos store their rotation in EXIF
             return pixels_from_pil(img)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
             raise MobilemedError(f"cannot read image {path} ({err}); {SKIP_HINT}") from None
 
 
 def _open_pil(path: Path):
+    """The opened (not yet decoded) image, once its declared size is within the pixel limit."""
     from PIL import Image, UnidentifiedImageError
 
+    # mobilemed checks every header against its own, configurable limit (io.limits) before decoding, so
+    # PIL's fixed one (a warning at 89 MP, an uncaught DecompressionBombError at 179 MP) is switched off.
+    Image.MAX_IMAGE_PIXELS = None
     try:
-        return Image.open(path)
+        img = Image.open(path)
     except FileNotFoundError:
         raise MobilemedError(f"image {path} does not exist; check the path, or pass --skip-bad to skip it") from None
     except UnidentifiedImageError:
         raise MobilemedError(f"{path} is not an image file PIL can read; {SKIP_HINT}") from None
     except (OSError, ValueError, SyntaxError) as err:
         raise MobilemedError(f"cannot open image {path} ({err}); {SKIP_HINT}") from None
+    try:
+        check_pixel_count(path, img.width, img.height)
+    except MobilemedError:
+        img.close()
+        raise
+    return img
 
 
 def _min_max(values: np.ndarray) -> np.ndarray:

@@ -30,6 +30,9 @@ class BackboneInfo:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     input_size: int = 224
+    # Every MobileNet downsamples 32x: below 32 px the last feature map is empty (0 x 0) and the model
+    # sees nothing. The CLI refuses a smaller --image-size naming the architecture.
+    min_image_size: int = 32
 
     def normalisation(self, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """(mean, std) for 3-channel input, or for a 1-channel stem summed over RGB (build.adapt_stem_to_gray):
