@@ -8,6 +8,7 @@ import numpy as np
 
 from mobilemed.cli.common import add_data_arguments, data_options
 from mobilemed.errors import MobilemedError
+from mobilemed.fsutil import check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", help="folder for metrics.json and plots (default: <checkpoint folder>/eval-<split>)")
     parser.add_argument("--n-bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--allow-incomplete", action="store_true", help="use a checkpoint of an unfinished run (warns)")
 
 
 def run(args) -> int:
@@ -27,7 +29,8 @@ def run(args) -> int:
     from mobilemed.evaluation.metrics import compute_metrics, format_summary
     from mobilemed.inference import Predictor
 
-    predictor = Predictor.from_checkpoint(args.checkpoint)
+    out = check_output_dir(Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{args.split}")
+    predictor = Predictor.from_checkpoint(args.checkpoint, allow_incomplete=args.allow_incomplete)
     spec = predictor.spec
     table = with_training_split(load_table(args.data, data_options(args)), args)
     check_compatible(table, spec, args.data)
@@ -41,7 +44,6 @@ def run(args) -> int:
     result = predictor.predict_images(np.asarray(images), list(part.paths))
     report = compute_metrics(labels, result.probabilities, task=spec.task, class_names=spec.class_names,
                              thresholds=spec.thresholds, n_bootstrap=args.n_bootstrap, seed=args.seed)
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{args.split}"
     write_evaluation(out, report, labels, result, spec)
     print(format_summary(report.to_dict()))
     print(f"\nwrote {out / 'metrics.json'} and plots")

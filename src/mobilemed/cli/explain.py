@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilemed.errors import MobilemedError
+from mobilemed.fsutil import check_output_dir
 
 
 def add_arguments(parser) -> None:
@@ -15,6 +16,7 @@ def add_arguments(parser) -> None:
                         help="class (multi-label: finding) to explain; default: the predicted class "
                              "(multi-label: the most probable finding)")
     parser.add_argument("--out", default="gradcam", help="folder for the overlays (default: ./gradcam)")
+    parser.add_argument("--allow-incomplete", action="store_true", help="use a checkpoint of an unfinished run (warns)")
 
 
 def run(args) -> int:
@@ -22,7 +24,8 @@ def run(args) -> int:
     from mobilemed.explain.gradcam import compute_gradcam, save_overlay
     from mobilemed.inference import Predictor, expand_inputs
 
-    predictor = Predictor.from_checkpoint(args.checkpoint)
+    check_output_dir(args.out)
+    predictor = Predictor.from_checkpoint(args.checkpoint, allow_incomplete=args.allow_incomplete)
     spec = predictor.spec
     chosen = class_index(spec, args.target_class)
     files = expand_inputs(args.images)
