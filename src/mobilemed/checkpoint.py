@@ -74,8 +74,10 @@ def load_checkpoint(path, *, allow_incomplete: bool = False) -> tuple[MobileNetC
 
 
 def is_complete(payload: dict) -> bool:
-    """Checkpoints from before the flag: the finished best.pt was the one saved without an epoch."""
-    return bool(payload.get("complete", "epoch" not in payload))
+    """Only a literal True counts; checkpoints from before the flag: the finished best.pt was the one
+    saved without an epoch."""
+    flag = payload.get("complete")
+    return "epoch" not in payload if flag is None else flag is True
 
 
 def require_complete(path, payload: dict | None = None, *, allow_incomplete: bool = False) -> None:

@@ -46,7 +46,7 @@ class ModelSpec:
     dicom_voi: bool = True  # apply a DICOM's VOI LUT / window; False maps the full stored range instead
 
     def __post_init__(self):
-        if self.task not in TASKS:
+        if not isinstance(self.task, str) or self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if not isinstance(self.class_names, (list, tuple)) or not all(isinstance(n, str) for n in self.class_names):
             raise ValueError("class_names must be a list of class names (strings)")

@@ -1,6 +1,8 @@
 """Build a classifier from a spec: stock torchvision backbone, stem and head surgery, freezing."""
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -112,21 +114,21 @@ def _first(keys: list[str], n: int = 3) -> str:
 def guess_arch(state: dict) -> str | None:
     """The registered architecture whose feature layers have exactly these names and shapes (the first
     conv is left out: a gray stem has one input channel), for plain torchvision and mobilemed layouts."""
+    theirs = _feature_shapes(tuple((k, tuple(v.shape)) for k, v in state.items()))
+    return next((name for name in BACKBONES if theirs and _arch_shapes(name) == theirs), None)
 
-    def layers(named_shapes) -> dict:
-        out = {}
-        for key, shape in named_shapes:
-            key = key.removeprefix("backbone.")
-            if key.startswith("features.") and not key.startswith("features.0.0."):
-                out[key] = tuple(shape)
-        return out
 
-    theirs = layers((k, v.shape) for k, v in state.items())
-    if not theirs:
-        return None
-    for name, info in BACKBONES.items():
-        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-            ours = layers((k, v.shape) for k, v in info.build().state_dict().items())
-        if ours == theirs:
-            return name
-    return None
+@functools.lru_cache(maxsize=None)
+def _arch_shapes(arch: str) -> dict:
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        state = BACKBONES[arch].build().state_dict()
+    return _feature_shapes(tuple((k, tuple(v.shape)) for k, v in state.items()))
+
+
+def _feature_shapes(named_shapes: tuple) -> dict:
+    out = {}
+    for key, shape in named_shapes:
+        key = str(key).removeprefix("backbone.")
+        if key.startswith("features.") and not key.startswith("features.0.0."):
+            out[key] = shape
+    return out
