@@ -82,15 +82,16 @@ def is_complete(payload: dict) -> bool:
 
 def require_complete(path, payload: dict | None = None, *, allow_incomplete: bool = False) -> None:
     """The one check every consumer makes. `path` is a checkpoint (payload: its contents, read when None)
-    or a run folder (its run_state.json, else its best.pt). Raises MobilemedError for an unfinished run,
+    or a run folder (its run_state.json). Raises MobilemedError for an unfinished run,
     or only warns when allow_incomplete."""
     path = Path(path)
     if not path.exists():
         raise MobilemedError(f"{path} does not exist")
     if path.is_dir():
         state = _run_state(path)
-        complete = state == "complete" if state is not None else is_complete(read_checkpoint(path / "best.pt"))
-        what = f"run folder {path} is from a training run that did not finish ({state or 'no final best.pt'})"
+        # A run folder from before run_state.json: metrics.json is written only when training finished.
+        complete = state == "complete" if state is not None else (path / "metrics.json").is_file()
+        what = f"run folder {path} is from a training run that did not finish ({state or 'no metrics.json'})"
         run_dir = path
     else:
         complete = is_complete(read_checkpoint(path) if payload is None else payload)

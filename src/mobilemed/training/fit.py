@@ -63,18 +63,9 @@ def fit(config: TrainConfig) -> Path:
                          table.paths[table.splits == s]) for s in ("train", "val", "test")}
     model = build_model(spec, weights)
     resume = resume_state(run_dir, spec, table) if config.resume else None
-    with run_guard.RunLock(run_dir):
-        run_guard.begin_run(run_dir, overwrite=config.overwrite)
-        try:
-            _write_run_start(run_dir, config, spec, table)
-            _train_and_finish(run_dir, model, spec, data, config, resume)
-        except KeyboardInterrupt:
-            run_guard.end_run(run_dir, "interrupted")
-            raise
-        except BaseException as err:
-            run_guard.end_run(run_dir, "failed", error=f"{type(err).__name__}: {err}"[:500])
-            raise
-        run_guard.end_run(run_dir, "complete")
+    with run_guard.guarded_run(run_dir, overwrite=config.overwrite):  # locked; "complete" only on success
+        _write_run_start(run_dir, config, spec, table)
+        _train_and_finish(run_dir, model, spec, data, config, resume)
     return run_dir
 
 

@@ -1,8 +1,8 @@
 """The run folder's integrity: one writer at a time, never a mix of two runs, never a false "finished".
 
 Order inside fit(): check_out_dir (no writes) -> every input validated and the weights loaded ->
-RunLock -> begin_run (run_state.json "running"; --overwrite clears the old run) -> training ->
-finish_run -> end_run("complete"). Any failure marks the folder "failed" or "interrupted"; kill -9
+guarded_run: RunLock -> _begin_run (run_state.json "running"; --overwrite clears the old run) ->
+training -> finish_run -> run_state.json "complete". Any failure marks the folder "failed" or "interrupted"; kill -9
 leaves "running" with nobody holding the lock, which the next command reports.
 
 Why clear instead of training into a temp folder and swapping it in: the lock and --resume need the run
@@ -15,6 +15,7 @@ the lock is a dead run, reported by name and pid (never silently continued: only
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -133,7 +134,7 @@ def _locked_message(path: Path) -> str:
             "to finish, or choose another --out")
 
 
-def begin_run(run_dir: Path, *, overwrite: bool) -> None:
+def _begin_run(run_dir: Path, *, overwrite: bool) -> None:
     """Mark the folder "running" (under the lock), then clear the old run (--overwrite) or the temp files
     a killed run left behind (--resume): they are never read, but they must not pile up."""
     previous = read_state(run_dir)
@@ -149,6 +150,22 @@ def begin_run(run_dir: Path, *, overwrite: bool) -> None:
             entry.unlink()
 
 
-def end_run(run_dir: Path, state: str, **info) -> None:
-    """Record how the run ended: "complete" only after metrics.json and report.html exist."""
+@contextlib.contextmanager
+def guarded_run(run_dir: Path, *, overwrite: bool):
+    """Hold the lock, mark the folder "running", and record how the block ended: "complete" (only after
+    finish_run wrote metrics.json and report.html), "interrupted" (Ctrl-C) or "failed" with the error."""
+    with RunLock(run_dir):
+        _begin_run(run_dir, overwrite=overwrite)
+        try:
+            yield
+        except KeyboardInterrupt:
+            _end_run(run_dir, "interrupted")
+            raise
+        except BaseException as err:
+            _end_run(run_dir, "failed", error=f"{type(err).__name__}: {err}"[:500])
+            raise
+        _end_run(run_dir, "complete")
+
+
+def _end_run(run_dir: Path, state: str, **info) -> None:
     write_state(run_dir, state, ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info)
