@@ -99,6 +99,24 @@ def test_overwrite_replaces_every_file_of_the_old_run(capsys, run, finished, tmp
     assert json.loads((run / "run_state.json").read_text())["state"] == "complete"
 
 
+def test_a_failure_mid_run_never_leaves_a_finished_looking_folder(capsys, run, finished, monkeypatch):
+    from mobilemed.errors import MobilemedError
+    from mobilemed.training import fit as fit_module
+
+    def fail(*args, **kwargs):
+        raise MobilemedError("disk full while writing the report")
+
+    monkeypatch.setattr(fit_module, "finish_run", fail)
+    code, _, err = run_cli(capsys, "train", finished[1], "--out", run, "--overwrite", *TINY)
+    assert_clean_error(code, err, "disk full")
+    state = json.loads((run / "run_state.json").read_text())
+    assert state["state"] == "failed" and "disk full" in state["error"]
+    assert not (run / "metrics.json").exists() and not (run / "report.html").exists()
+    assert read_checkpoint(run / "best.pt")["complete"] is False
+    code, _, err = run_cli(capsys, "report", run)
+    assert_clean_error(code, err, "did not finish", "failed")
+
+
 def test_overwrite_refuses_a_folder_that_is_not_a_run(capsys, finished, tmp_path):
     notes = tmp_path / "notes"
     notes.mkdir()

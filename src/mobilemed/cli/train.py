@@ -74,9 +74,9 @@ def run(args) -> int:
     try:
         run_dir = fit(config)
     except KeyboardInterrupt:
-        touched = (Path(config.run_dir) / "run_state.json").exists()
-        print(f"interrupted: {'the run in ' + config.run_dir + ' is marked incomplete' if touched else 'nothing was written'}"
-              f"; continue it with\n  {resume_command(config.run_dir)}", file=sys.stderr)
+        marked = (Path(config.run_dir) / "run_state.json").exists()
+        what = f"the run in {config.run_dir} is marked incomplete" if marked else "nothing was written"
+        print(f"interrupted: {what}; continue it with\n  {resume_command(config.run_dir)}", file=sys.stderr)
         return 130
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     print_summary(run_dir, metrics)

@@ -88,7 +88,7 @@ def _epochs(model, trained: nn.Module, spec, data, config, run_dir, resume, opti
     if resume is not None:
         start, history, stopper, best_state, stopped = _restore(resume, model, optimizer, scheduler, ema, config)
     generator = torch.Generator()
-    for epoch in range(start, config.epochs if not stopped else start):
+    for epoch in range(start, start if stopped else config.epochs):
         tic = time.perf_counter()
         _seed_epoch(generator, config.seed, epoch)
         if config.mode == "finetune":  # head-only warm-up protects the pretrained features from a random head
@@ -117,7 +117,8 @@ def _epochs(model, trained: nn.Module, spec, data, config, run_dir, resume, opti
 
 def _seed_epoch(generator: torch.Generator, seed: int, epoch: int) -> None:
     """Each epoch's randomness (data order, augmentation, dropout) is a function of (seed, epoch) alone,
-    so a run resumed after epoch k draws exactly what the uninterrupted run drew in epoch k + 1."""
+    so a run resumed after epoch k draws exactly what the uninterrupted run drew in epoch k + 1. The prime
+    stride keeps (seed, epoch) pairs apart: seed 1's first epoch is not seed 0's second."""
     generator.manual_seed(seed * 100_003 + epoch)
     torch.manual_seed(seed * 100_003 + epoch)
 
