@@ -117,6 +117,12 @@ def test_a_failure_mid_run_never_leaves_a_finished_looking_folder(capsys, run, f
     assert_clean_error(code, err, "did not finish", "failed")
 
 
+def test_a_bad_operating_point_target_is_refused_before_the_run_folder(capsys, finished, tmp_path):
+    code, _, err = run_cli(capsys, "train", finished[1], "--out", tmp_path / "r", *TINY, "--target-sensitivity", "1.5")
+    assert_clean_error(code, err, "target", "1.5")
+    assert not (tmp_path / "r").exists()
+
+
 def test_overwrite_refuses_a_folder_that_is_not_a_run(capsys, finished, tmp_path):
     notes = tmp_path / "notes"
     notes.mkdir()

@@ -21,6 +21,7 @@ from mobilemed.data.cache import decoded_images
 from mobilemed.data.sources import load_table
 from mobilemed.data.table import ImageTable
 from mobilemed.errors import MobilemedError
+from mobilemed.evaluation.thresholds import _check_rule as check_threshold_rule
 from mobilemed.models import build_model, get_backbone
 from mobilemed.spec import GRAY_MEAN, GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 from mobilemed.training import run_folder, run_guard
@@ -51,6 +52,7 @@ def fit(config: TrainConfig) -> Path:
     if config.resume:
         check_resume_config(run_dir, config)
     get_backbone(config.arch)  # an unknown architecture fails now, not after decoding every image
+    check_threshold_rule(config.threshold_rule, config.threshold_target)  # not only after training
     weights = backbone_state(config)
     table = load_table(config.data, config.data_options)
     check_leakage(table, strict=config.strict)
