@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 
 TASKS = ("binary", "multiclass", "multilabel")
@@ -82,6 +83,10 @@ class ModelSpec:
         _check(_is_number(self.dropout) and 0 <= self.dropout < 1, "dropout", "a number in [0, 1)")
         _check(isinstance(self.threshold_rule, str), "threshold_rule", "a rule name")
         _check(isinstance(self.tta, bool) and isinstance(self.dicom_voi, bool), "tta/dicom_voi", "true or false")
+        # Plain Python numbers only: a NumPy scalar would make the checkpoint unloadable with weights_only.
+        self.image_size, self.in_chans = int(self.image_size), int(self.in_chans)
+        self.thresholds = [float(t) for t in self.thresholds]
+        self.temperature, self.dropout = float(self.temperature), float(self.dropout)
         return self
 
     @property
@@ -101,8 +106,9 @@ class ModelSpec:
         if not isinstance(data, dict):
             raise ValueError(f"a spec must be a mapping of fields, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        missing = [f.name for f in dataclasses.fields(cls)
-                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in data]
+        required = [f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [name for name in required if name not in data]
         if missing:
             raise ValueError(f"the spec has no {missing[0]!r}")
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -112,11 +118,12 @@ class ModelSpec:
 
 
 def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite real number (NumPy scalars included); True/False are not numbers here."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check(ok, field_name: str, expected: str) -> None:

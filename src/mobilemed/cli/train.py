@@ -15,7 +15,7 @@ def add_arguments(parser) -> None:
     add_data_arguments(parser)
     parser.add_argument("--out", dest="run_dir", help="run folder (default: runs/<data>-<mode>-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its files are removed)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run in --out (its files are removed)")
     model = parser.add_argument_group("model")
     model.add_argument("--arch", default="mobilenet_v2", help="mobilenet_v2[_035|_050|_075|_140], mobilenet_v3_small|large")
     model.add_argument("--weights", default="imagenet", help="imagenet, none, or a state_dict file")
