@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -39,7 +40,7 @@ def read_checkpoint(path) -> dict:
     if not path.is_file():
         raise MobilemedError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = _safe_load(path)
     except Exception as err:  # noqa: BLE001 - corrupt zip, pickle with objects, not a torch file ...
         raise MobilemedError(f"{path} is not a readable mobilemed checkpoint ({type(err).__name__}); "
                              "pass a best.pt or last.pt written by mobilemed train") from None
@@ -121,7 +122,7 @@ def load_state_dict_file(path) -> dict:
     if not path.is_file():
         raise MobilemedError(f"weights file {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _safe_load(path)
     except Exception as err:  # noqa: BLE001
         raise MobilemedError(f"{path} is not a state_dict that loads safely ({type(err).__name__}); "
                              "save weights with torch.save(model.state_dict(), path)") from None
@@ -130,3 +131,11 @@ def load_state_dict_file(path) -> dict:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise MobilemedError(f"{path} does not hold a state_dict (a mapping of parameter names to tensors)")
     return state
+
+
+def _safe_load(path: Path):
+    """torch.load with weights_only; its warnings about a corrupt file's pickle protocol are dropped, since
+    the caller turns the failure into one clear error of its own."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
