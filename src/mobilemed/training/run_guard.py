@@ -144,8 +144,10 @@ def _begin_run(run_dir: Path, *, overwrite: bool) -> None:
     for entry in run_dir.iterdir():
         if entry.name in (LOCK, RUN_STATE):
             continue
-        if overwrite:
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        if overwrite and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        elif overwrite:
+            entry.unlink()
         elif entry.name.startswith(".") and entry.name.endswith(".tmp"):
             entry.unlink()
 
