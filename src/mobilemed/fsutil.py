@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from mobilemed.errors import MobilemedError
+
 
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "w", **open_kwargs):
@@ -46,3 +48,32 @@ def atomic_save_figure(fig, path, **savefig_kwargs) -> Path:
     with atomic_write(path, "wb") as handle:
         fig.savefig(handle, format=fmt, **savefig_kwargs)
     return path
+
+
+def check_output_file(path, flag: str = "--out") -> Path:
+    """Refuse, before any work, an output file path that is a folder or cannot be created."""
+    path = Path(path)
+    if path.is_dir():
+        raise MobilemedError(f"{flag} {path} is a folder; give a file path, e.g. {path / 'out'}")
+    _check_creatable(path.parent, flag, path)
+    return path
+
+
+def check_output_dir(path, flag: str = "--out") -> Path:
+    """Refuse, before any work, an output folder path that is a file or cannot be created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MobilemedError(f"{flag} {path} is a file, but a folder is needed; choose another {flag}")
+    _check_creatable(path, flag, path)
+    return path
+
+
+def _check_creatable(folder: Path, flag: str, target: Path) -> None:
+    """The nearest existing ancestor must be a folder we may write into (root passes any permission)."""
+    ancestor = folder.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise MobilemedError(f"{flag} {target} cannot be created: {ancestor} is a file; choose another {flag}")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise MobilemedError(f"{flag} {target} cannot be written: no write permission in {ancestor}")

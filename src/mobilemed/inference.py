@@ -37,8 +37,8 @@ class Predictor:
         self.model, self.spec = model.eval(), spec
 
     @classmethod
-    def from_checkpoint(cls, path) -> "Predictor":
-        return cls(*load_checkpoint(path))
+    def from_checkpoint(cls, path, *, allow_incomplete: bool = False) -> "Predictor":
+        return cls(*load_checkpoint(path, allow_incomplete=allow_incomplete))
 
     @torch.inference_mode()
     def logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

@@ -33,13 +33,14 @@ def test_scratch_run_writes_the_whole_notebook(blob_folder, tmp_path):
     assert test["y_prob"].shape == (24,) and ((test["y_prob"] >= 0) & (test["y_prob"] <= 1)).all()
 
 
-def test_resume_continues_from_last_checkpoint(blob_folder, tmp_path):
+def test_resume_extends_a_run_without_scheduler(blob_folder, tmp_path):
+    """More epochs on --resume only without a learning-rate schedule (a cosine curve already ended at 0)."""
     run = tmp_path / "run"
     assert main(["--quiet", "train", str(blob_folder), "--out", str(run), "--epochs", "1", "--patience", "0",
-                 *SCRATCH]) == 0
+                 "--scheduler", "none", *SCRATCH]) == 0
     first = json.loads((run / "history.json").read_text())
     assert main(["--quiet", "train", str(blob_folder), "--out", str(run), "--epochs", "3", "--patience", "0",
-                 "--resume", *SCRATCH]) == 0
+                 "--scheduler", "none", "--resume", *SCRATCH]) == 0
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert history[0]["train_loss"] == pytest.approx(first[0]["train_loss"])

@@ -8,6 +8,7 @@ import numpy as np
 
 from mobilemed.cli.argtypes import NON_NEGATIVE_INT
 from mobilemed.cli.common import add_data_arguments, data_options
+from mobilemed.fsutil import check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--n-bootstrap", type=NON_NEGATIVE_INT, default=1000,
                         help="bootstrap resamples for the CIs (0: no intervals)")
     parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of the bootstrap resampling")
+    parser.add_argument("--allow-incomplete", action="store_true", help="use a checkpoint of an unfinished run (warns)")
 
 
 def run(args) -> int:
@@ -30,7 +32,8 @@ def run(args) -> int:
     from mobilemed.evaluation.metrics import compute_metrics, format_summary
     from mobilemed.inference import Predictor
 
-    predictor = Predictor.from_checkpoint(args.checkpoint)
+    out = check_output_dir(Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{args.split}")
+    predictor = Predictor.from_checkpoint(args.checkpoint, allow_incomplete=args.allow_incomplete)
     spec = predictor.spec
     part = eval_data.rows_to_evaluate(args.data, data_options(args), args.split,
                                       Path(args.checkpoint).parent / "split.csv")
@@ -45,7 +48,6 @@ def run(args) -> int:
         args.positive_class, spec.class_names, spec.thresholds, labels, result.probabilities)
     report = compute_metrics(labels, probabilities, task=spec.task, class_names=class_names,
                              thresholds=thresholds, n_bootstrap=args.n_bootstrap, seed=args.seed)
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{args.split}"
     write_evaluation(out, report, labels, probabilities, about)
     print(format_summary(report.to_dict()))
     print(f"\n{eval_data.format_description(about)}")

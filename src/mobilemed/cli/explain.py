@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from mobilemed.errors import MobilemedError
+from mobilemed.fsutil import check_output_dir
 
 
 def add_arguments(parser) -> None:
@@ -15,6 +16,7 @@ def add_arguments(parser) -> None:
                              "(multi-label: the most probable finding)")
     parser.add_argument("--out", default="gradcam", help="folder for the overlays (default: ./gradcam)")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable files and count them")
+    parser.add_argument("--allow-incomplete", action="store_true", help="use a checkpoint of an unfinished run (warns)")
 
 
 def run(args) -> int:
@@ -23,7 +25,8 @@ def run(args) -> int:
     from mobilemed.explain.gradcam import compute_gradcam, default_targets, save_overlay
     from mobilemed.inference import Predictor, expand_inputs
 
-    predictor = Predictor.from_checkpoint(args.checkpoint)
+    check_output_dir(args.out)
+    predictor = Predictor.from_checkpoint(args.checkpoint, allow_incomplete=args.allow_incomplete)
     spec = predictor.spec
     chosen = class_index(spec, args.target_class)
     files = expand_inputs(args.images)

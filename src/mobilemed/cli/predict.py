@@ -6,7 +6,7 @@ import io
 import sys
 from pathlib import Path
 
-from mobilemed.fsutil import atomic_write
+from mobilemed.fsutil import atomic_write, check_output_file
 
 
 def add_arguments(parser) -> None:
@@ -16,12 +16,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--skip-bad", action="store_true",
                         help="go on past unreadable files: they get a row with empty probabilities and the "
                              "reason in an 'error' column")
+    parser.add_argument("--allow-incomplete", action="store_true", help="use a checkpoint of an unfinished run (warns)")
 
 
 def run(args) -> int:
     from mobilemed.inference import Predictor, expand_inputs
 
-    predictor = Predictor.from_checkpoint(args.checkpoint)
+    if args.out:
+        check_output_file(args.out)
+    predictor = Predictor.from_checkpoint(args.checkpoint, allow_incomplete=args.allow_incomplete)
     result = predictor.predict_files(args.inputs, skip_bad=args.skip_bad)
     text = format_csv(result, predictor.spec, input_order=expand_inputs(args.inputs) if args.skip_bad else None)
     if args.out:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from pathlib import Path
 
 from mobilemed.cli.argtypes import (FRACTION, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT,
@@ -16,6 +18,7 @@ def add_arguments(parser) -> None:
     add_data_arguments(parser)
     parser.add_argument("--out", dest="run_dir", help="run folder (default: runs/<data>-<mode>-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run in --out (its files are removed)")
     model = parser.add_argument_group("model")
     model.add_argument("--arch", default="mobilenet_v2", help="mobilenet_v2[_035|_050|_075|_140], mobilenet_v3_small|large")
     model.add_argument("--weights", default="imagenet", help="imagenet, none, or a state_dict file")
@@ -76,7 +79,7 @@ def config_from_args(args) -> TrainConfig:
         optimizer=args.optimizer, weight_decay=args.weight_decay, scheduler=args.scheduler,
         class_weighting=args.class_weighting, augment=args.augment, dropout=args.dropout, ema_decay=args.ema_decay,
         tta=args.tta, patience=args.patience, threshold_rule=rule, threshold_target=target, calibrate=args.calibrate,
-        seed=args.seed, skip_bad=args.skip_bad, strict=args.strict, resume=args.resume,
+        seed=args.seed, skip_bad=args.skip_bad, strict=args.strict, resume=args.resume, overwrite=args.overwrite,
         n_bootstrap=args.n_bootstrap, gallery=not args.no_gallery, progress=not args.quiet)
 
 
@@ -99,11 +102,31 @@ def check_threshold_target(args) -> None:
 
 def run(args) -> int:
     from mobilemed.training.fit import fit
+    from mobilemed.training.run_folder import default_run_dir
 
-    run_dir = fit(config_from_args(args))
+    config = config_from_args(args)
+    config.run_dir = config.run_dir or str(default_run_dir(config.data, config.mode))  # named in the hint below
+    try:
+        run_dir = fit(config)
+    except KeyboardInterrupt:
+        marked = (Path(config.run_dir) / "run_state.json").exists()
+        what = f"the run in {config.run_dir} is marked incomplete" if marked else "nothing was written"
+        print(f"interrupted: {what}; continue it with\n  {resume_command(config.run_dir)}", file=sys.stderr)
+        return 130
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     print_summary(run_dir, metrics)
     return 0
+
+
+def resume_command(run_dir: str) -> str:
+    """This very command with --resume (and --out, without --overwrite): the options must stay the same."""
+    argv = sys.argv[1:]
+    if "train" not in argv:  # called as a library (main([...])): sys.argv is not this command
+        return f"mobilemed train DATA --out {shlex.quote(run_dir)} --resume  (with the run's other options)"
+    argv = [a for a in argv if a != "--overwrite"]
+    if "--out" not in argv and not any(a.startswith("--out=") for a in argv):
+        argv += ["--out", run_dir]
+    return shlex.join(["mobilemed", *argv, *([] if "--resume" in argv else ["--resume"])])
 
 
 def print_summary(run_dir, metrics: dict) -> None:

@@ -1,10 +1,12 @@
 """Build a classifier from a spec: stock torchvision backbone, stem and head surgery, freezing."""
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
-from mobilemed.models.registry import ALIASES, BackboneInfo, get_backbone
+from mobilemed.models.registry import ALIASES, BACKBONES, BackboneInfo, get_backbone
 from mobilemed.spec import ModelSpec
 
 
@@ -72,15 +74,60 @@ def build_model(spec: ModelSpec, backbone_state: dict | None = None) -> MobileNe
     info = get_backbone(spec.arch)
     tv_model = info.build()
     if backbone_state is not None:
-        try:
-            tv_model.load_state_dict(backbone_state)
-        except RuntimeError as err:
-            from mobilemed.errors import MobilemedError
-
-            first = str(err).splitlines()[0:2]
-            raise MobilemedError(
-                f"the weights do not fit {ALIASES.get(spec.arch, spec.arch)}: {' '.join(first)}; "
-                "pass weights made for this architecture or choose the matching --arch") from None
+        load_state_checked(tv_model, backbone_state, f"the weights do not fit {ALIASES.get(spec.arch, spec.arch)}",
+                           "pass weights made for this architecture or choose the matching --arch")
     if spec.in_chans == 1:
         adapt_stem_to_gray(tv_model, info.first_conv)
     return MobileNetClassifier(Backbone(tv_model, info), spec.num_outputs, spec.dropout)
+
+
+def load_state_checked(module: nn.Module, state: dict, problem: str, fix: str) -> None:
+    """module.load_state_dict(state), or a MobilemedError of one short line: torch's own message lists
+    every key (kilobytes for a wrong architecture)."""
+    from mobilemed.errors import MobilemedError
+
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError, ValueError):
+        raise MobilemedError(f"{problem}: {describe_mismatch(module, state)}; {fix}") from None
+
+
+def describe_mismatch(module: nn.Module, state) -> str:
+    """'12 missing keys (a, b, ...), 3 unexpected (...), 2 with another shape (...); they look like X'."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return "not a mapping of parameter names to tensors"
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    parts = [f"{len(keys)} {what} ({_first(keys)})" for keys, what in
+             ((missing, "missing keys"), (unexpected, "unexpected keys"), (reshaped, "with another shape")) if keys]
+    guess = guess_arch(state)
+    return ", ".join(parts or ["tensors of another type"]) + (f"; they look like {guess} weights" if guess else "")
+
+
+def _first(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
+
+
+def guess_arch(state: dict) -> str | None:
+    """The registered architecture whose feature layers have exactly these names and shapes (the first
+    conv is left out: a gray stem has one input channel), for plain torchvision and mobilemed layouts."""
+    theirs = _feature_shapes(tuple((k, tuple(v.shape)) for k, v in state.items()))
+    return next((name for name in BACKBONES if theirs and _arch_shapes(name) == theirs), None)
+
+
+@functools.lru_cache(maxsize=None)
+def _arch_shapes(arch: str) -> dict:
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        state = BACKBONES[arch].build().state_dict()
+    return _feature_shapes(tuple((k, tuple(v.shape)) for k, v in state.items()))
+
+
+def _feature_shapes(named_shapes: tuple) -> dict:
+    out = {}
+    for key, shape in named_shapes:
+        key = str(key).removeprefix("backbone.")
+        if key.startswith("features.") and not key.startswith("features.0.0."):
+            out[key] = shape
+    return out

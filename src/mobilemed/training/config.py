@@ -39,6 +39,7 @@ class TrainConfig:
     skip_bad: bool = False
     strict: bool = False               # stop when the audit finds leakage across splits
     resume: bool = False
+    overwrite: bool = False            # replace the run already in run_dir (its files are removed first)
     n_bootstrap: int = 1000
     gallery: bool = True
     progress: bool = True

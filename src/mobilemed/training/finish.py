@@ -32,7 +32,7 @@ def finish_run(run_dir: Path, model, spec: ModelSpec, data: dict, config, histor
         val.labels, val_prob, task=spec.task, rule=config.threshold_rule, target=config.threshold_target)] \
         or spec.thresholds
     spec.threshold_rule = config.threshold_rule
-    save_checkpoint(run_dir / "best.pt", model, spec, history=history)
+    save_checkpoint(run_dir / "best.pt", model, spec, history=history, complete=True)
     run_folder.write_json(run_dir / "spec.json", spec.to_dict())
     metrics = {"train_seconds": seconds}
     for split in ("val", "test"):

@@ -16,17 +16,19 @@ import numpy as np
 import torch
 
 from mobilemed.assets import load_imagenet_state
-from mobilemed.checkpoint import load_state_dict_file, read_checkpoint
+from mobilemed.checkpoint import load_state_dict_file
 from mobilemed.data.cache import decoded_images
 from mobilemed.data.sources import load_table
 from mobilemed.data.table import ImageTable
 from mobilemed.errors import MobilemedError
-from mobilemed.models import build_model
+from mobilemed.evaluation.thresholds import _check_rule as check_threshold_rule
+from mobilemed.models import build_model, get_backbone
 from mobilemed.spec import GRAY_MEAN, GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, ModelSpec
-from mobilemed.training import run_folder
+from mobilemed.training import run_folder, run_guard
 from mobilemed.training.config import TrainConfig
 from mobilemed.training.finish import finish_run
 from mobilemed.training.leakage import check_leakage
+from mobilemed.training.resume import check_resume_config, resume_state
 from mobilemed.training.strategies import train_linear_probe, train_network
 
 log = logging.getLogger(__name__)
@@ -42,9 +44,16 @@ class SplitData:
 
 
 def fit(config: TrainConfig) -> Path:
-    """Train, evaluate and report; returns the run folder."""
+    """Train, evaluate and report; returns the run folder. Everything is checked (output folder, resume
+    compatibility, data, weights) before the run folder is touched; see training/run_guard.py."""
     seed_everything(config.seed)
     run_dir = Path(config.run_dir) if config.run_dir else run_folder.default_run_dir(config.data, config.mode)
+    run_guard.check_out_dir(run_dir, resume=config.resume, overwrite=config.overwrite)
+    if config.resume:
+        check_resume_config(run_dir, config)
+    get_backbone(config.arch)  # an unknown architecture fails now, not after decoding every image
+    check_threshold_rule(config.threshold_rule, config.threshold_target)  # not only after training
+    weights = backbone_state(config)
     table = load_table(config.data, config.data_options)
     check_leakage(table, strict=config.strict)
     image_size = config.image_size or default_image_size(table)
@@ -54,9 +63,15 @@ def fit(config: TrainConfig) -> Path:
     spec = make_spec(config, table, in_chans=1 if images.ndim == 3 else 3, image_size=image_size)
     data = {s: SplitData(np.asarray(images[table.splits == s]), table.labels[table.splits == s],
                          table.paths[table.splits == s]) for s in ("train", "val", "test")}
-    _write_run_start(run_dir, config, spec, table)
-    model = build_model(spec, backbone_state(config))
-    resume = _resume_state(run_dir, spec) if config.resume else None
+    model = build_model(spec, weights)
+    resume = resume_state(run_dir, spec, table) if config.resume else None
+    with run_guard.guarded_run(run_dir, overwrite=config.overwrite):  # locked; "complete" only on success
+        _write_run_start(run_dir, config, spec, table)
+        _train_and_finish(run_dir, model, spec, data, config, resume)
+    return run_dir
+
+
+def _train_and_finish(run_dir: Path, model, spec: ModelSpec, data: dict, config: TrainConfig, resume) -> None:
     started = time.perf_counter()
     train = train_linear_probe if config.mode == "linear-probe" else train_network
     best_state, history = train(model, spec, data, config, run_dir, resume)
@@ -64,7 +79,6 @@ def fit(config: TrainConfig) -> Path:
     log.info("training took %.1f s", time.perf_counter() - started)
     logits = probe_logits(model, spec, data, config) if config.mode == "linear-probe" else None
     finish_run(run_dir, model, spec, data, config, history, seconds=time.perf_counter() - started, logits=logits)
-    return run_dir
 
 
 def probe_logits(model, spec: ModelSpec, data: dict, config: TrainConfig) -> dict:
@@ -111,21 +125,8 @@ def backbone_state(config: TrainConfig) -> dict | None:
 
 
 def _write_run_start(run_dir: Path, config: TrainConfig, spec: ModelSpec, table: ImageTable) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
     run_folder.write_config(run_dir, config.to_dict(), spec.to_dict())
     run_folder.write_split(run_dir, table)
     run_folder.write_versions(run_dir, config.seed)
     counts = {s: int((table.splits == s).sum()) for s in ("train", "val", "test")}
     log.info("run folder %s; %s; task %s; classes %s", run_dir, counts, spec.task, spec.class_names)
-
-
-def _resume_state(run_dir: Path, spec: ModelSpec) -> dict | None:
-    last = run_dir / "last.pt"
-    if not last.exists():
-        raise MobilemedError(f"--resume: {last} does not exist; start without --resume")
-    payload = read_checkpoint(last)
-    theirs = ModelSpec.from_dict(payload["spec"])
-    if (theirs.task, theirs.class_names, theirs.arch) != (spec.task, spec.class_names, spec.arch):
-        raise MobilemedError(f"--resume: {last} is a {theirs.task} {theirs.arch} model for {theirs.class_names}, "
-                             f"but this run is {spec.task} {spec.arch} for {spec.class_names}")
-    return payload

@@ -73,6 +73,11 @@ def _git_sha() -> str | None:
 
 def write_split(run_dir: Path, table: ImageTable) -> None:
     """split.csv: one row per image with its split, group and label(s)."""
+    with atomic_write(run_dir / "split.csv") as handle:
+        handle.write(split_csv_text(table))
+
+
+def split_csv_text(table: ImageTable) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     if table.is_multilabel:
@@ -85,8 +90,7 @@ def write_split(run_dir: Path, table: ImageTable) -> None:
         for i in range(len(table)):
             writer.writerow([table.paths[i], table.splits[i], _group(table, i),
                              table.class_names[int(table.labels[i])]])
-    with atomic_write(run_dir / "split.csv") as handle:
-        handle.write(buffer.getvalue())
+    return buffer.getvalue()
 
 
 def _group(table: ImageTable, i: int) -> str:

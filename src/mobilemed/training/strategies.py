@@ -84,12 +84,13 @@ def _epochs(model, trained: nn.Module, spec, data, config, run_dir, resume, opti
     scheduler = build_scheduler(optimizer, name=config.scheduler, epochs=config.epochs, steps_per_epoch=steps)
     ema = _make_ema(trained, config.ema_decay)
     loss_fn = make_loss(spec.task, data["train"].labels, config.class_weighting)
-    history, start, stopper, best_state = [], 0, EarlyStopping(config.patience), None
+    history, start, stopper, best_state, stopped = [], 0, EarlyStopping(config.patience), None, False
     if resume is not None:
-        start, history, stopper, best_state = _restore(resume, model, optimizer, scheduler, ema, config)
-    generator = torch.Generator().manual_seed(config.seed + start)
-    for epoch in range(start, config.epochs):
+        start, history, stopper, best_state, stopped = _restore(resume, model, optimizer, scheduler, ema, config)
+    generator = torch.Generator()
+    for epoch in range(start, start if stopped else config.epochs):
         tic = time.perf_counter()
+        _seed_epoch(generator, config.seed, epoch)
         if config.mode == "finetune":  # head-only warm-up protects the pretrained features from a random head
             model.freeze_backbone(epoch < config.head_warmup_epochs)
         train_loss = train_one_epoch(trained, batches(generator), loss_fn, optimizer, scheduler, total=steps,
@@ -105,12 +106,21 @@ def _epochs(model, trained: nn.Module, spec, data, config, run_dir, resume, opti
         if stopper.improved(score["val_auroc"], epoch) or best_state is None:
             best_state = _model_state(model, trained, evaluated)
             save_checkpoint(run_dir / "best.pt", _with_state(model, best_state), spec, epoch=epoch + 1,
-                            val_auroc=score["val_auroc"])
-        _save_last(run_dir, model, spec, optimizer, scheduler, ema, epoch, history, stopper, best_state)
-        if stopper.stale(epoch):
+                            val_auroc=score["val_auroc"], complete=False)
+        stopped = stopper.stale(epoch)
+        _save_last(run_dir, model, spec, optimizer, scheduler, ema, epoch, history, stopper, best_state, stopped)
+        if stopped:
             log.info("early stop: no validation AUROC gain for %d epochs", config.patience)
             break
     return best_state, history
+
+
+def _seed_epoch(generator: torch.Generator, seed: int, epoch: int) -> None:
+    """Each epoch's randomness (data order, augmentation, dropout) is a function of (seed, epoch) alone,
+    so a run resumed after epoch k draws exactly what the uninterrupted run drew in epoch k + 1. The prime
+    stride keeps (seed, epoch) pairs apart: seed 1's first epoch is not seed 0's second."""
+    generator.manual_seed(seed * 100_003 + epoch)
+    torch.manual_seed(seed * 100_003 + epoch)
 
 
 def _make_ema(module: nn.Module, decay: float):
@@ -138,10 +148,12 @@ def _with_state(model: nn.Module, state: dict) -> nn.Module:
     return shadow
 
 
-def _save_last(run_dir, model, spec, optimizer, scheduler, ema, epoch, history, stopper, best_state):
+def _save_last(run_dir, model, spec, optimizer, scheduler, ema, epoch, history, stopper, best_state, stopped):
+    """Everything a resume needs to continue exactly where this epoch ended, early stop included."""
     save_checkpoint(run_dir / "last.pt", model, spec, epoch=epoch + 1, optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), ema=None if ema is None else ema.state_dict(),
-                    history=history, best_score=stopper.best, best_epoch=stopper.best_epoch, best_state=best_state)
+                    history=history, best_score=stopper.best, best_epoch=stopper.best_epoch, best_state=best_state,
+                    stopped=stopped, complete=False)
 
 
 def _restore(payload: dict, model, optimizer, scheduler, ema, config):
@@ -151,5 +163,6 @@ def _restore(payload: dict, model, optimizer, scheduler, ema, config):
     if ema is not None and payload.get("ema") is not None:
         ema.load_state_dict(payload["ema"])
     stopper = EarlyStopping(config.patience, payload["best_score"], payload["best_epoch"])
-    log.info("resuming after epoch %d", payload["epoch"])
-    return payload["epoch"], list(payload["history"]), stopper, payload["best_state"]
+    stopped = bool(payload.get("stopped", False))
+    log.info("resuming after epoch %d%s", payload["epoch"], " (it had stopped early)" if stopped else "")
+    return payload["epoch"], list(payload["history"]), stopper, payload["best_state"], stopped
