@@ -118,8 +118,16 @@ def test_a_failure_mid_run_never_leaves_a_finished_looking_folder(capsys, run, f
 
 
 def test_a_bad_operating_point_target_is_refused_before_the_run_folder(capsys, finished, tmp_path):
-    code, _, err = run_cli(capsys, "train", finished[1], "--out", tmp_path / "r", *TINY, "--target-sensitivity", "1.5")
-    assert_clean_error(code, err, "target", "1.5")
+    # Out of (0, 1): argparse refuses it while parsing (exit 2), long before a run folder could exist.
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(capsys, "train", finished[1], "--out", tmp_path / "r", *TINY, "--target-sensitivity", "1.5")
+    assert exit_info.value.code == 2
+    assert "--target-sensitivity: 1.5 is out of range" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    # A rule whose target is missing passes the parser: the library refuses it, still before the folder.
+    code, _, err = run_cli(capsys, "train", finished[1], "--out", tmp_path / "r", *TINY,
+                           "--threshold-rule", "target_sensitivity")
+    assert_clean_error(code, err, "target")
     assert not (tmp_path / "r").exists()
 
 
