@@ -19,12 +19,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", help="folder for metrics.json and plots (default: <checkpoint folder>/eval-<split>)")
     parser.add_argument("--n-bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ood-max-share", type=float, default=0.10,
+                        help="warn when more than this share of the images is out of distribution")
 
 
 def run(args) -> int:
     from mobilemed.data.cache import decoded_images
     from mobilemed.data.sources import load_table
     from mobilemed.evaluation.metrics import compute_metrics, format_summary
+    from mobilemed.evaluation.ood_summary import format_ood
     from mobilemed.inference import Predictor
 
     predictor = Predictor.from_checkpoint(args.checkpoint)
@@ -39,11 +42,15 @@ def run(args) -> int:
     part = part.subset(keep)
     labels = remap_labels(part, spec)
     result = predictor.predict_images(np.asarray(images), list(part.paths))
+    predictor.check_modalities(result)
     report = compute_metrics(labels, result.probabilities, task=spec.task, class_names=spec.class_names,
                              thresholds=spec.thresholds, n_bootstrap=args.n_bootstrap, seed=args.seed)
+    ood = ood_summary(labels, result, spec, args.ood_max_share)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{args.split}"
-    write_evaluation(out, report, labels, result, spec)
+    write_evaluation(out, report, labels, result, spec, ood=ood)
     print(format_summary(report.to_dict()))
+    if ood:
+        print(format_ood(ood))
     print(f"\nwrote {out / 'metrics.json'} and plots")
     return 0
 
@@ -87,12 +94,24 @@ def remap_labels(table, spec) -> np.ndarray:
     return mapping[table.labels.astype(np.int64)]
 
 
-def write_evaluation(out: Path, report, labels, result, spec) -> None:
+def ood_summary(labels, result, spec, max_share: float) -> dict | None:
+    """Share flagged and AUROC on each side (None for a checkpoint without an OOD detector)."""
+    from mobilemed.evaluation.ood_summary import summarize_ood
+
+    if result.in_distribution is None:
+        log.warning("this checkpoint has no OOD detector: retrain it to flag images unlike its training data")
+        return None
+    return summarize_ood(labels, result.probabilities, result.in_distribution, task=spec.task,
+                         class_names=spec.class_names, thresholds=spec.thresholds,
+                         ood_threshold=spec.ood_threshold, max_share=max_share)
+
+
+def write_evaluation(out: Path, report, labels, result, spec, *, ood: dict | None = None) -> None:
     from mobilemed.evaluation.plots import plot_confusion, plot_roc, save_figure
     from mobilemed.training.run_folder import write_json
 
     out.mkdir(parents=True, exist_ok=True)
-    data = report.to_dict()
+    data = report.to_dict() | ({"ood": ood} if ood else {})
     write_json(out / "metrics.json", data)
     save_figure(plot_roc(labels, result.probabilities, spec.task, spec.class_names).figure, out / "roc.png")
     if data.get("confusion_matrix") is not None:

@@ -40,6 +40,8 @@ def add_arguments(parser) -> None:
     op.add_argument("--target-sensitivity", type=float)
     op.add_argument("--target-specificity", type=float)
     op.add_argument("--calibrate", action="store_true", help="fit temperature scaling on validation")
+    op.add_argument("--ood-quantile", type=float, default=0.99,
+                    help="out-of-distribution threshold: this quantile of the validation images' scores")
     parser.add_argument("--n-bootstrap", type=int, default=1000)
     parser.add_argument("--no-gallery", action="store_true", help="skip the Grad-CAM gallery")
     parser.add_argument("--strict", action="store_true", help="stop if patients or images cross splits")
@@ -58,7 +60,7 @@ def config_from_args(args) -> TrainConfig:
         optimizer=args.optimizer, weight_decay=args.weight_decay, scheduler=args.scheduler,
         class_weighting=args.class_weighting, augment=args.augment, dropout=args.dropout, ema_decay=args.ema_decay,
         tta=args.tta, patience=args.patience, threshold_rule=rule, threshold_target=target, calibrate=args.calibrate,
-        seed=args.seed, skip_bad=args.skip_bad, strict=args.strict, resume=args.resume,
+        seed=args.seed, skip_bad=args.skip_bad, strict=args.strict, resume=args.resume, ood_quantile=args.ood_quantile,
         n_bootstrap=args.n_bootstrap, gallery=not args.no_gallery, progress=not args.quiet)
 
 

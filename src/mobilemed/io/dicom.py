@@ -76,6 +76,12 @@ def dicom_info(path) -> dict:
             "frames": int(ds.get("NumberOfFrames", 1) or 1)}
 
 
+def dicom_modality(path) -> tuple[str, str]:
+    """(Modality, BodyPartExamined) from the header, upper-case, "" where absent (the OOD check's cheap test)."""
+    ds = _read_dataset(path, stop_before_pixels=True)
+    return (str(ds.get("Modality", "") or "").strip().upper(), str(ds.get("BodyPartExamined", "") or "").strip().upper())
+
+
 def _read_dataset(path, *, stop_before_pixels: bool = False):
     import pydicom
     from pydicom.errors import InvalidDicomError
