@@ -8,8 +8,10 @@ the cache: `mobilemed assets add ../shared/data/medmnist/{pneumonia,breast}mnist
 
 Methods, each thresholded at the 0.99 quantile of the VALIDATION scores (so ~1% of in-distribution images
 are flagged by construction):
-  mahalanobis (product)  the detector stored in best.pt: class-conditional Gaussians, shared Ledoit-Wolf
-                         covariance (Lee et al. 2018), computed through Predictor on the other source
+  mahalanobis_l2 (product)  the detector stored in best.pt: class-conditional Gaussians with a shared
+                         Ledoit-Wolf covariance (Lee et al. 2018) on L2-normalised features (Mueller & Hein
+                         2025), computed through Predictor on the other source
+  mahalanobis (raw)      the same on raw features: Lee et al.'s baseline
   relative mahalanobis   minus the distance to one class-agnostic background Gaussian (Ren et al. 2021)
   knn (k=50)             distance to the 50th nearest training feature after L2 normalisation (Sun et al. 2022)
 """
@@ -71,8 +73,8 @@ def alternative_scores(features: dict, labels: dict, other: np.ndarray) -> dict:
     """{method: (val, test, other) scores} for the published alternatives."""
     from mobilemed.ood import MahalanobisDetector
 
-    classwise = MahalanobisDetector().fit(features["train"], labels["train"])
-    background = MahalanobisDetector().fit(features["train"])
+    classwise = MahalanobisDetector(normalize=False).fit(features["train"], labels["train"])
+    background = MahalanobisDetector(normalize=False).fit(features["train"])
     unit = {s: f / np.linalg.norm(f, axis=1, keepdims=True) for s, f in {**features, "other": other}.items()}
 
     def knn(x, k=50):
@@ -81,7 +83,7 @@ def alternative_scores(features: dict, labels: dict, other: np.ndarray) -> dict:
 
     parts = {"val": features["val"], "test": features["test"], "other": other}
     return {
-        "mahalanobis (refit, check)": tuple(classwise.score(parts[p]) for p in parts),
+        "mahalanobis (raw)": tuple(classwise.score(parts[p]) for p in parts),
         "relative mahalanobis": tuple(classwise.score(parts[p]) - background.score(parts[p]) for p in parts),
         "knn (k=50)": tuple(knn(unit[p]) for p in parts),
     }
@@ -100,7 +102,7 @@ def run_pair(name: str, source: str, target: str, runs: Path) -> list[dict]:
     predictor = Predictor.from_checkpoint(checkpoint)
     test_ood = json.loads((checkpoint.parent / "metrics.json").read_text())["test"]["ood"]
     other, in_distribution = other_source(predictor, target)
-    rows = [{"pair": name, "method": "mahalanobis (product)", "test": test_ood["fraction_flagged"],
+    rows = [{"pair": name, "method": f"{predictor.ood.method} (product)", "test": test_ood["fraction_flagged"],
              "other": float(1 - in_distribution.mean()), "n_test": test_ood["n"], "n_other": len(other)}]
     model, spec = load_checkpoint(checkpoint)
     features, labels = split_features(model, spec, source)

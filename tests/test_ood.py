@@ -28,7 +28,7 @@ def test_ledoit_wolf_matches_scikit_learn(two_classes):
 
 def test_score_is_the_smallest_class_mahalanobis_distance(two_classes):
     x, y = two_classes
-    detector = MahalanobisDetector().fit(x, y)
+    detector = MahalanobisDetector(normalize=False).fit(x, y)
     assert detector.means_.shape == (2, 8) and detector.fit(x, y) is not None
     centred = np.concatenate([x[y == k] - x[y == k].mean(axis=0) for k in (0, 1)])
     precision = np.linalg.inv(LedoitWolf(assume_centered=True).fit(centred).covariance_)
@@ -38,14 +38,14 @@ def test_score_is_the_smallest_class_mahalanobis_distance(two_classes):
 
 def test_without_labels_one_gaussian_is_fitted(two_classes):
     x, _ = two_classes
-    detector = MahalanobisDetector().fit(x)
+    detector = MahalanobisDetector(normalize=False).fit(x)
     assert detector.means_.shape == (1, 8)
     np.testing.assert_allclose(detector.means_[0], x.mean(axis=0))
 
 
 def test_threshold_is_the_validation_quantile_and_flags_shifted_data(two_classes):
     x, y = two_classes
-    detector = MahalanobisDetector().fit(x[:200], y[:200]).set_threshold(x[200:], 0.95)
+    detector = MahalanobisDetector(normalize=False).fit(x[:200], y[:200]).set_threshold(x[200:], 0.95)
     val_scores = detector.score(x[200:])
     assert detector.threshold_ == pytest.approx(np.quantile(val_scores, 0.95))
     assert detector.in_distribution(val_scores).mean() == pytest.approx(0.95, abs=0.011)
@@ -59,9 +59,19 @@ def test_state_round_trip_keeps_scores(two_classes):
     x, y = two_classes
     detector = MahalanobisDetector().fit(x, y).set_threshold(x, 0.99)
     state = detector.to_state()
-    assert state["method"] == "mahalanobis" and state["precision"].dtype == np.float32
+    assert state["method"] == "mahalanobis_l2" and state["precision"].dtype == np.float32
     again = MahalanobisDetector.from_state(state)
     np.testing.assert_allclose(again.score(x), detector.score(x), rtol=1e-4)
     assert again.threshold_ == detector.threshold_
+    assert MahalanobisDetector.from_state(MahalanobisDetector(False).fit(x, y).set_threshold(x).to_state()).normalize \
+        is False
     with pytest.raises(ValueError, match="unknown OOD method"):
         MahalanobisDetector.from_state({**state, "method": "energy"})
+
+
+def test_normalized_detector_is_the_plain_one_on_unit_vectors(two_classes):
+    x, y = two_classes
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    normalized = MahalanobisDetector().fit(x, y)
+    plain = MahalanobisDetector(normalize=False).fit(unit, y)
+    np.testing.assert_allclose(normalized.score(3.0 * x[:10]), plain.score(unit[:10]), rtol=1e-10)

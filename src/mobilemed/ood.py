@@ -17,6 +17,12 @@ Multilabel tasks fit a single class-agnostic Gaussian (labels=None): a chest X-r
 belongs to three "classes" at once and most images have none, so per-finding Gaussians would be fitted on
 overlapping, lopsided sets; one Gaussian of all training images asks the question the flag is about.
 
+Features are L2-normalised first (normalize=True, the default), as Mueller & Hein (2025, "Mahalanobis++")
+recommend: the norm of penultimate features varies a lot between images, which breaks the Gaussian
+assumption, and an unusual image often shows up in the direction of its features rather than their size.
+Measured by bench/bench_ood.py: a PneumoniaMNIST model flags about 52% of BreastMNIST (ultrasound) images
+with raw features and about 89% with normalised ones, with ~1-2% of its own test split flagged either way.
+
 The threshold is set on VALIDATION scores (a quantile, default 0.99, so about 1% of in-distribution images
 are flagged by construction); an image is out of distribution when its score is above the threshold.
 """
@@ -24,22 +30,28 @@ from __future__ import annotations
 
 import numpy as np
 
-METHOD = "mahalanobis"
+METHODS = {True: "mahalanobis_l2", False: "mahalanobis"}  # normalize -> method name
 DEFAULT_QUANTILE = 0.99
 
 
 class MahalanobisDetector:
     """Class-conditional Gaussians with a shared Ledoit-Wolf covariance.
 
+    normalize: L2-normalise every feature vector before fitting and scoring.
     Fitted attributes: means_ (K, D), precision_ (D, D), shrinkage_ (float), and after set_threshold
     threshold_ (float) and quantile_ (float). K = 1 when fitted without labels.
     """
 
-    method = METHOD
+    def __init__(self, normalize: bool = True):
+        self.normalize = normalize
+
+    @property
+    def method(self) -> str:
+        return METHODS[self.normalize]
 
     def fit(self, features, labels=None) -> "MahalanobisDetector":
         """features (N, D) float from the training split; labels (N,) int class index or None."""
-        x = np.asarray(features, dtype=np.float64)
+        x = self._prepare(features)
         if x.ndim != 2 or len(x) < 2:
             raise ValueError(f"features must be (N, D) with N >= 2, got shape {x.shape}")
         groups = np.zeros(len(x), int) if labels is None else np.asarray(labels).astype(int).reshape(-1)
@@ -52,9 +64,15 @@ class MahalanobisDetector:
 
     def score(self, features) -> np.ndarray:
         """(N, D) -> (N,) smallest squared Mahalanobis distance to a class mean (higher = more unusual)."""
-        x = np.asarray(features, dtype=np.float64)
+        x = self._prepare(features)
         distances = [np.sum(((x - mu) @ self.precision_) * (x - mu), axis=1) for mu in self.means_]
         return np.min(distances, axis=0)
+
+    def _prepare(self, features) -> np.ndarray:
+        x = np.asarray(features, dtype=np.float64)
+        if self.normalize:
+            x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+        return x
 
     def set_threshold(self, val_features, quantile: float = DEFAULT_QUANTILE) -> "MahalanobisDetector":
         """threshold_ = the `quantile` of the validation scores (callers pass validation features only)."""
@@ -76,9 +94,11 @@ class MahalanobisDetector:
 
     @classmethod
     def from_state(cls, state: dict) -> "MahalanobisDetector":
-        if state.get("method") != METHOD:
-            raise ValueError(f"unknown OOD method {state.get('method')!r}; this version reads {METHOD!r}")
-        detector = cls()
+        normalize = {name: flag for flag, name in METHODS.items()}.get(state.get("method"))
+        if normalize is None:
+            raise ValueError(f"unknown OOD method {state.get('method')!r}; this version reads "
+                             f"{', '.join(METHODS.values())}")
+        detector = cls(normalize)
         detector.means_ = np.asarray(state["means"], dtype=np.float64)
         detector.precision_ = np.asarray(state["precision"], dtype=np.float64)
         detector.threshold_, detector.quantile_ = float(state["threshold"]), float(state["quantile"])

@@ -26,7 +26,7 @@ def test_checkpoint_carries_the_detector_and_its_threshold(tiny_run):
     assert isinstance(payload["ood"]["precision"], torch.Tensor)
     detector = load_ood_detector(checkpoint)
     spec = ModelSpec.from_dict(payload["spec"])
-    assert spec.ood_method == "mahalanobis" and spec.ood_threshold == pytest.approx(detector.threshold_)
+    assert spec.ood_method == "mahalanobis_l2" and spec.ood_threshold == pytest.approx(detector.threshold_)
     assert spec.source_formats == ["png"] and spec.modalities == []
     assert detector.means_.shape[0] == 2  # one Gaussian per class of the binary task
     test = json.loads((checkpoint.parent / "metrics.json").read_text())["test"]["ood"]
