@@ -116,3 +116,30 @@ def test_evaluate_reports_the_flagged_share_and_warns(tiny_run, tmp_path, capsys
 
     html = write_report(out).read_text()
     assert f"{ood['n_flagged']} of 16 images flagged" in html
+
+
+@pytest.fixture(scope="session")
+def kermany_probe(shared, tmp_path_factory):
+    """A real Kermany linear probe on 100 training images per class (ImageNet weights from ../shared)."""
+    root = tmp_path_factory.mktemp("kermany")
+    for split, count in (("train", 100), ("test", 20)):
+        for label in ("NORMAL", "PNEUMONIA"):
+            folder = root / "data" / split / label
+            folder.mkdir(parents=True)
+            for source in sorted((shared / "data/kermany_cxr_224" / split / label).glob("*.jpeg"))[:count]:
+                (folder / source.name).symlink_to(source)
+    assert main(["--quiet", "train", str(root / "data"), "--mode", "linear-probe", "--weights",
+                 str(shared / "weights/mobilenet_v2_imagenet.pth"), "--image-size", "128", "--epochs", "5",
+                 "--no-gallery", "--n-bootstrap", "0", "--out", str(root / "run")]) == 0
+    return root / "run" / "best.pt", root / "data"
+
+
+def test_kermany_model_flags_the_abdominal_ct(kermany_probe, shared):
+    checkpoint, data = kermany_probe
+    predictor = Predictor.from_checkpoint(checkpoint)
+    assert predictor.spec.source_formats == ["jpeg"] and predictor.spec.modalities == []
+    result = predictor.predict_files([shared / "data/dicom/abdomen_ct_bigendian.dcm", data / "test"])
+    assert not result.in_distribution[0]
+    assert result.ood_reason[0].startswith("feature distance")
+    assert result.ood_reason[0].endswith("(DICOM modality CT; the model was trained on jpeg files)")
+    assert result.in_distribution[1:].mean() >= 0.8  # its own test images mostly pass
