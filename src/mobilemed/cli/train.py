@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from mobilemed.cli.common import add_data_arguments, data_options
+from mobilemed.cli.common import add_data_arguments, data_options, operating_rule
 from mobilemed.training.config import MODES, TrainConfig
 
 
@@ -48,11 +48,7 @@ def add_arguments(parser) -> None:
 
 
 def config_from_args(args) -> TrainConfig:
-    rule, target = args.threshold_rule, None
-    if args.target_sensitivity is not None:
-        rule, target = "target_sensitivity", args.target_sensitivity
-    if args.target_specificity is not None:
-        rule, target = "target_specificity", args.target_specificity
+    rule, target = operating_rule(args)
     return TrainConfig(
         data=args.data, data_options=data_options(args), run_dir=args.run_dir, arch=args.arch, weights=args.weights,
         mode=args.mode, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
