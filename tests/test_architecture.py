@@ -8,6 +8,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mobilemed"
 # module (or package) -> packages it must never import
 FORBIDDEN = {
     "spec": {"torch", "numpy", "mobilemed"},
+    "ood": {"torch", "mobilemed"},  # numpy only: a torch-free (ONNX Runtime) path scores with it too
     "io": {"torch", "mobilemed.data", "mobilemed.models", "mobilemed.training", "mobilemed.evaluation",
            "mobilemed.cli", "mobilemed.inference", "mobilemed.explain"},
     "data": {"mobilemed.models", "mobilemed.training", "mobilemed.evaluation", "mobilemed.cli",

@@ -60,8 +60,9 @@ class Predictor:
         if self.ood is not None:
             result.ood_score = self.ood.score(features)
             result.in_distribution = self.ood.in_distribution(result.ood_score)
-            result.ood_reason = ["" if ok else f"feature distance {score:.0f} above the model's threshold "
-                                 f"{self.ood.threshold_:.0f}" for ok, score in zip(result.in_distribution, result.ood_score)]
+            result.ood_reason = ["" if ok else f"feature distance {score:.1f} above the model's threshold "
+                                 f"{self.ood.threshold_:.1f}"
+                                 for ok, score in zip(result.in_distribution, result.ood_score)]
         return result
 
     def read_image(self, file) -> np.ndarray:

@@ -30,6 +30,8 @@ def run(args) -> int:
     from mobilemed.evaluation.ood_summary import format_ood
     from mobilemed.inference import Predictor
 
+    if not 0 <= args.ood_max_share <= 1:
+        raise MobilemedError(f"--ood-max-share is a share in [0, 1], e.g. 0.1; got {args.ood_max_share}")
     predictor = Predictor.from_checkpoint(args.checkpoint)
     spec = predictor.spec
     table = with_training_split(load_table(args.data, data_options(args)), args)

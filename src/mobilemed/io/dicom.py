@@ -79,7 +79,7 @@ def dicom_info(path) -> dict:
 def dicom_modality(path) -> tuple[str, str]:
     """(Modality, BodyPartExamined) from the header, upper-case, "" where absent (the OOD check's cheap test)."""
     ds = _read_dataset(path, stop_before_pixels=True)
-    return (str(ds.get("Modality", "") or "").strip().upper(), str(ds.get("BodyPartExamined", "") or "").strip().upper())
+    return tuple(str(ds.get(tag, "") or "").strip().upper() for tag in ("Modality", "BodyPartExamined"))
 
 
 def _read_dataset(path, *, stop_before_pixels: bool = False):
