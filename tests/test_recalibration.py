@@ -78,3 +78,20 @@ def test_recalibrate_refuses_bad_input_before_writing(tiny_model, shifted_site, 
     assert main(["recalibrate", str(tiny_model), str(shifted_site), "--out", str(out), "--threshold-rule",
                  "target_specificity"]) == 2
     assert "--target-specificity" in capsys.readouterr().err and not out.exists()
+
+
+def test_site_labels_follow_the_model_class_order_case_insensitively():
+    from mobilemed.data.table import ImageTable
+    from mobilemed.errors import MobilemedError
+    from mobilemed.spec import ModelSpec
+
+    spec = ModelSpec(arch="mobilenet_v2", class_names=["NORMAL", "PNEUMONIA"], task="binary")
+    site = ImageTable(paths=["a", "b", "c"], labels=np.array([0, 1, 1]), class_names=["pneumonia", "normal"],
+                      task="binary", splits=["", "", ""])
+    assert site_labels(site, spec, "site").tolist() == [1, 0, 0]
+    findings = ModelSpec(arch="mobilenet_v2", class_names=["Effusion", "Mass"], task="multilabel")
+    multi = ImageTable(paths=["a", "b"], labels=np.array([[1, 0, 1], [0, 1, 0]], np.float32),
+                       class_names=["mass", "Other", "effusion"], task="multilabel", splits=["", ""])
+    assert site_labels(multi, findings, "site").tolist() == [[1, 1], [0, 0]]
+    with pytest.raises(MobilemedError, match="is a multilabel task but the model is binary"):
+        site_labels(multi, spec, "site")

@@ -115,16 +115,20 @@ def site_table(data: str, options, split: str):
 
 
 def site_labels(table, spec: ModelSpec, data: str) -> np.ndarray:
-    """The table's labels in the model's class order; class names match case-insensitively."""
-    if table.task == "multilabel" or spec.task == "multilabel":
-        raise MobilemedError("recalibrate handles binary and multiclass models; a multi-label site sample "
-                             "is not supported yet")
-    model_names = [n.lower() for n in spec.class_names]
-    unknown = [n for n in table.class_names if n.lower() not in model_names]
-    if unknown:
+    """The table's labels in the model's class order; class names match case-insensitively.
+    Multilabel: (N, K) columns in the model's finding order; otherwise (N,) class indices."""
+    if (table.task == "multilabel") != (spec.task == "multilabel"):
+        raise MobilemedError(f"{data} is a {table.task} task but the model is {spec.task}; use a site sample "
+                             "labelled the way the model was trained")
+    model_names, site_names = [n.lower() for n in spec.class_names], [n.lower() for n in table.class_names]
+    wanted = model_names if spec.task == "multilabel" else site_names  # every finding / every site class
+    have = site_names if spec.task == "multilabel" else model_names
+    if any(name not in have for name in wanted):
         raise MobilemedError(f"{data} has classes {', '.join(table.class_names)} but the model knows "
                              f"{', '.join(spec.class_names)}; rename the folders or columns to match")
-    mapping = np.array([model_names.index(n.lower()) for n in table.class_names])
+    if spec.task == "multilabel":
+        return table.labels[:, [site_names.index(n) for n in model_names]].astype(np.int64)
+    mapping = np.array([model_names.index(n) for n in site_names])
     return mapping[table.labels.astype(np.int64)]
 
 
