@@ -144,3 +144,8 @@ def test_kermany_model_flags_the_abdominal_ct(kermany_probe, shared):
     assert result.ood_reason[0].startswith("feature distance")
     assert result.ood_reason[0].endswith("(DICOM modality CT; the model was trained on jpeg files)")
     assert result.in_distribution[1:].mean() >= 0.8  # its own test images mostly pass
+
+
+def test_bad_ood_quantile_stops_before_training(blob_folder, tmp_path, capsys):
+    assert main(["train", str(blob_folder), "--out", str(tmp_path / "run"), "--ood-quantile", "1.5"]) == 2
+    assert "--ood-quantile is a quantile in (0, 1]" in capsys.readouterr().err and not (tmp_path / "run").exists()
