@@ -102,6 +102,6 @@ def test_predict_writes_one_row_per_file(capsys, tiny_checkpoint, tmp_path):
     code, _, err = run_cli(capsys, "predict", checkpoint, data / "test", "--out", out)
     assert code == 0, err
     lines = out.read_text().strip().splitlines()
-    assert lines[0] == "file,prob_pneumonia,predicted"
+    assert lines[0] == "file,prob_pneumonia,predicted,ood_score,in_distribution,ood_reason"
     assert len(lines) == 1 + len(list((data / "test").rglob("*.png")))
-    assert all(line.rsplit(",", 1)[1] in ("normal", "pneumonia") for line in lines[1:])
+    assert all(line.split(",")[2] in ("normal", "pneumonia") for line in lines[1:])
