@@ -9,7 +9,7 @@ import numpy as np
 from mobilemed.checkpoint import ood_payload, save_checkpoint
 from mobilemed.spec import ModelSpec
 from mobilemed.training import run_folder
-from mobilemed.training.detector import fit_detector, record_sources
+from mobilemed.training.detector import fit_detector, record_provenance, record_sources
 from mobilemed.batch_predict import predict_logits
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ def finish_run(run_dir: Path, model, spec: ModelSpec, data: dict, config, histor
         or spec.thresholds
     spec.threshold_rule = config.threshold_rule
     record_sources(spec, data["train"].files)
+    record_provenance(spec, config, len(val.labels))
     detector, ood_scores = fit_detector(model, spec, data, quantile=config.ood_quantile, progress=config.progress,
                                         cached=config.mode == "linear-probe")
     save_checkpoint(run_dir / "best.pt", model, spec, history=history, ood=ood_payload(detector))
