@@ -24,19 +24,21 @@ FLOORS = {
     "errors": 0, "spec": 0,
     "fsutil": 0.5,  # atomic writes raise the project's own error for an unusable output path
     "io": 1, "decision": 1,
+    "ood": 1,  # numpy only: the torch-free (ONNX Runtime) path scores with it too
     "assets.home": 1, "assets.index": 1, "assets.medmnist_files": 1,
     "export.metadata": 1,  # the spec inside an .onnx file: read by the torch-free path
     "data": 2, "models": 2,
     "checkpoint": 3, "batch_predict": 3, "assets": 3,  # assets.weights checks files against the registry
     "inference": 4, "onnx_model": 4,  # what a deployment runs: below everything that evaluates or explains
     "evaluation": 5, "explain": 5,
-    "training": 6, "export": 6,  # export checks parity with evaluation's metrics
+    "training": 6, "export": 6, "recalibration": 6,  # export checks parity with evaluation's metrics
     "service": 7,
     "cli": 8,
     "__init__": 9, "__main__": 9,  # the package's public face may import from anywhere
 }
 # Third-party packages: what the lowest floors may import at all, and what others must never import.
-ONLY = {"errors": set(), "fsutil": set(), "spec": set(), "decision": {"numpy"}, "export.metadata": set()}
+ONLY = {"errors": set(), "fsutil": set(), "spec": set(), "decision": {"numpy"}, "ood": {"numpy"},
+        "export.metadata": set()}
 NEVER = {"io": {"torch", "torchvision"}, "evaluation": {"torch", "torchvision"},
          "inference": {"scipy", "sklearn", "matplotlib", "pandas"},
          # the reading-room path: numpy, Pillow, pydicom and onnxruntime only (the test in tests/export proves

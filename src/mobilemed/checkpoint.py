@@ -18,6 +18,7 @@ from mobilemed.errors import MobilemedError
 from mobilemed.fsutil import atomic_write
 from mobilemed.models import MobileNetClassifier, build_model
 from mobilemed.models.build import load_state_checked
+from mobilemed.ood import MahalanobisDetector
 from mobilemed.spec import ModelSpec
 
 FORMAT = "mobilemed-checkpoint-1"
@@ -139,3 +140,22 @@ def _safe_load(path: Path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def ood_payload(detector: MahalanobisDetector) -> dict:
+    """The detector as checkpoint["ood"]: arrays as tensors, so weights_only loading reads it."""
+    return {k: torch.from_numpy(v) if hasattr(v, "shape") else v for k, v in detector.to_state().items()}
+
+
+def load_ood_detector(source) -> MahalanobisDetector | None:
+    """The OOD detector stored in a checkpoint (a path or a read_checkpoint payload); None when it has none."""
+    payload = read_checkpoint(source) if not isinstance(source, dict) else source
+    state = payload.get("ood")
+    if not state:
+        return None
+    try:
+        return MahalanobisDetector.from_state({k: v.numpy() if isinstance(v, torch.Tensor) else v
+                                               for k, v in state.items()})
+    except (KeyError, ValueError) as err:
+        raise MobilemedError(f"the checkpoint's OOD detector cannot be read ({err}); retrain the model "
+                             "with this version of mobilemed") from None

@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mobilemed.batch_predict import predict_logits
-from mobilemed.checkpoint import load_checkpoint
+from mobilemed.batch_predict import predict_features_and_logits, predict_logits
+from mobilemed.checkpoint import load_checkpoint, load_ood_detector
 from mobilemed.decision import decisions, label_text, probabilities
 from mobilemed.errors import MobilemedError
+from mobilemed.io.dicom import dicom_modality, is_dicom
 from mobilemed.io.images import is_image_file, read_image
+from mobilemed.ood import MahalanobisDetector
 from mobilemed.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -30,15 +32,18 @@ class Predictions:
     labels: list[str]          # predicted label (multilabel: findings joined by "|", or "none")
     skipped: list[str]
     skip_reasons: list[str] = field(default_factory=list)  # why each skipped file could not be read
+    ood_score: np.ndarray | None = None        # (N,) feature distance; None when the model has no detector
+    in_distribution: np.ndarray | None = None  # (N,) bool: passed the feature score and the modality check
+    ood_reason: list[str] | None = None        # why an image was flagged ("" when it was not)
 
 
 class Predictor:
-    def __init__(self, model: torch.nn.Module, spec: ModelSpec):
-        self.model, self.spec = model.eval(), spec
+    def __init__(self, model: torch.nn.Module, spec: ModelSpec, ood: MahalanobisDetector | None = None):
+        self.model, self.spec, self.ood = model.eval(), spec, ood
 
     @classmethod
     def from_checkpoint(cls, path, *, allow_incomplete: bool = False) -> "Predictor":
-        return cls(*load_checkpoint(path, allow_incomplete=allow_incomplete))
+        return cls(*load_checkpoint(path, allow_incomplete=allow_incomplete), ood=load_ood_detector(path))
 
     @torch.inference_mode()
     def logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -46,9 +51,20 @@ class Predictor:
         return predict_logits(self.model, images, self.spec, batch_size=batch_size, tta=self.spec.tta)
 
     def predict_images(self, images: np.ndarray, files: list[str]) -> Predictions:
-        logits = self.logits(images)
+        if self.ood is None:
+            logits = self.logits(images)
+        else:  # features and logits in one pass
+            features, logits = predict_features_and_logits(self.model, images, self.spec, batch_size=64,
+                                                           tta=self.spec.tta)
         probs = probabilities(logits, self.spec)
-        return Predictions(list(files), logits, probs, self.predicted_labels(probs), [])
+        result = Predictions(list(files), logits, probs, self.predicted_labels(probs), [])
+        if self.ood is not None:
+            result.ood_score = self.ood.score(features)
+            result.in_distribution = self.ood.in_distribution(result.ood_score)
+            result.ood_reason = ["" if ok else f"feature distance {score:.1f} above the model's threshold "
+                                 f"{self.ood.threshold_:.1f}"
+                                 for ok, score in zip(result.in_distribution, result.ood_score)]
+        return result
 
     def read_image(self, file) -> np.ndarray:
         """The file's pixels as this model reads them: its input size and its DICOM window choice."""
@@ -72,7 +88,28 @@ class Predictor:
         batch = np.stack([_as_rgb(img) for img in images] if mixed else images)
         result = self.predict_images(batch, kept)
         result.skipped, result.skip_reasons = skipped, reasons
+        self.check_modalities(result)
         return result
+
+    def check_modalities(self, result: Predictions) -> None:
+        """Flag DICOM files whose Modality the model never saw in training (a CT given to a CR/DX model).
+
+        Only models trained on DICOM know their modalities; for an image-only model the modality of its
+        JPEGs is unknown, so a DICOM is judged by the feature score alone and the reason names the file kind."""
+        if result.in_distribution is None:
+            return
+        for i, file in enumerate(result.files):
+            if not is_dicom(file):
+                continue
+            modality, _ = dicom_modality(file)
+            if self.spec.modalities and modality not in self.spec.modalities:
+                result.in_distribution[i] = False
+                reason = (f"DICOM modality {modality or 'missing'}, the model was trained on "
+                          f"{', '.join(self.spec.modalities)}")
+                result.ood_reason[i] = "; ".join(filter(None, [reason, result.ood_reason[i]]))
+            elif not result.in_distribution[i] and "dicom" not in self.spec.source_formats:
+                result.ood_reason[i] += (f" (DICOM modality {modality or 'missing'}; the model was trained on "
+                                         f"{', '.join(self.spec.source_formats) or 'non-DICOM'} files)")
 
     def predicted_labels(self, probs: np.ndarray) -> list[str]:
         return label_text(decisions(probs, self.spec), self.spec)

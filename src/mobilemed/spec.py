@@ -45,6 +45,14 @@ class ModelSpec:
     dropout: float = 0.2
     tta: bool = False  # average logits over small shifts of the image (see training.loop.predict_logits)
     dicom_voi: bool = True  # apply a DICOM's VOI LUT / window; False maps the full stored range instead
+    # Out-of-distribution check (mobilemed.ood): the detector's arrays travel in the checkpoint's "ood" key;
+    # the method and the feature-score threshold are repeated here so the service and exports can show them.
+    ood_method: str = ""              # "" = no detector (a checkpoint from before the OOD score)
+    ood_threshold: float | None = None
+    modalities: list[str] = field(default_factory=list)      # DICOM Modality values of the training files
+    body_parts: list[str] = field(default_factory=list)      # their BodyPartExamined values, where present
+    source_formats: list[str] = field(default_factory=list)  # file kinds trained on: "dicom", "jpeg", "png"...
+    provenance: dict = field(default_factory=dict)           # where thresholds / temperature / OOD threshold came from
 
     def __post_init__(self):
         if not isinstance(self.task, str) or self.task not in TASKS:

@@ -102,9 +102,9 @@ def test_predict_writes_one_row_per_file(capsys, tiny_checkpoint, tmp_path):
     code, _, err = run_cli(capsys, "predict", checkpoint, data / "test", "--out", out)
     assert code == 0, err
     lines = out.read_text().strip().splitlines()
-    assert lines[0] == "file,prob_pneumonia,predicted"
+    assert lines[0] == "file,prob_pneumonia,predicted,ood_score,in_distribution,ood_reason"
     assert len(lines) == 1 + len(list((data / "test").rglob("*.png")))
-    assert all(line.rsplit(",", 1)[1] in ("normal", "pneumonia") for line in lines[1:])
+    assert all(line.split(",")[2] in ("normal", "pneumonia") for line in lines[1:])
 
 
 def test_predict_skip_bad_keeps_every_input_row_in_order_with_the_reason(capsys, tiny_checkpoint, tmp_path):
@@ -124,8 +124,10 @@ def test_predict_skip_bad_keeps_every_input_row_in_order_with_the_reason(capsys,
     code, _, err = run_cli(capsys, "predict", checkpoint, folder, "--out", out, "--skip-bad")
     assert code == 0, err
     lines = out.read_text().strip().splitlines()
-    assert lines[0] == "file,prob_pneumonia,predicted,error"
-    rows = [line.split(",", 3) for line in lines[1:]]
+    assert lines[0] == "file,prob_pneumonia,predicted,ood_score,in_distribution,ood_reason,error"
+    import csv
+
+    rows = [[row[0], row[1], row[2], row[-1]] for row in csv.reader(lines[1:])]  # file, prob, predicted, error
     assert [Path(r[0]).name for r in rows] == ["0_good.png", "1_broken.png", "2_good.png", "3_bomb.png"]
     assert rows[0][3] == "" and rows[2][3] == "" and rows[0][2] in ("normal", "pneumonia")
     assert rows[1][1:3] == ["", ""] and "not an image file" in rows[1][3]

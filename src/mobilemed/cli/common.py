@@ -58,6 +58,15 @@ def data_options(args) -> DataOptions:
                        allow_outside_root=args.allow_outside_root)
 
 
+def operating_rule(args) -> tuple[str, float | None]:
+    """(threshold rule, target): --target-sensitivity / --target-specificity choose their rule."""
+    if args.target_specificity is not None:
+        return "target_specificity", args.target_specificity
+    if args.target_sensitivity is not None:
+        return "target_sensitivity", args.target_sensitivity
+    return args.threshold_rule, None
+
+
 def _comma_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 

@@ -24,6 +24,7 @@ COMMANDS = {
     "explain": ("mobilemed.cli.explain", "write Grad-CAM heatmap overlays"),
     "report": ("mobilemed.cli.report", "write report.html for a run folder"),
     "compare": ("mobilemed.cli.compare", "compare runs on the same test set with CIs and a p-value"),
+    "recalibrate": ("mobilemed.cli.recalibrate", "re-choose thresholds and temperature on a site's labelled sample"),
     "assets": ("mobilemed.cli.assets", "list, add and verify cached datasets and weights (offline sites)"),
     "export": ("mobilemed.cli.export", "write a self-describing ONNX file (optionally int8) with a parity check"),
     "serve": ("mobilemed.cli.serve", "serve a model over HTTP with an upload page (FastAPI)"),

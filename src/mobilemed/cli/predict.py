@@ -33,6 +33,10 @@ def run(args) -> int:
         print(f"wrote {len(result.files)} predictions to {args.out}")
     else:
         sys.stdout.write(text)
+    flagged = 0 if result.in_distribution is None else int((~result.in_distribution).sum())
+    if flagged:
+        print(f"{flagged} of {len(result.files)} image(s) are out of distribution for this model "
+              "(in_distribution=false): do not trust their predictions", file=sys.stderr)
     if result.skipped:
         print(f"skipped {len(result.skipped)} unreadable file(s): {', '.join(result.skipped[:5])}", file=sys.stderr)
     return 0
@@ -44,11 +48,14 @@ def format_csv(result, spec, input_order: list[str] | None = None) -> str:
     names = spec.class_names[1:] if spec.task == "binary" else spec.class_names
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["file", *[f"prob_{n}" for n in names], "predicted", *(["error"] if input_order else [])])
+    writer.writerow(["file", *[f"prob_{n}" for n in names], "predicted", *OOD_COLUMNS,
+                     *(["error"] if input_order else [])])
     probs = result.probabilities.reshape(len(result.files), -1)
-    rows = [[file, *[f"{p:.6f}" for p in row], label] for file, row, label in zip(result.files, probs, result.labels)]
+    rows = [[file, *[f"{p:.6f}" for p in row], label, *_ood_cells(result, i)]
+            for i, (file, row, label) in enumerate(zip(result.files, probs, result.labels))]
     if input_order:
-        failed = [[file, *[""] * len(names), "", reason] for file, reason in zip(result.skipped, result.skip_reasons)]
+        blank = [""] * (len(names) + 1 + len(OOD_COLUMNS))
+        failed = [[file, *blank, reason] for file, reason in zip(result.skipped, result.skip_reasons)]
         rows = _in_input_order(input_order, [r + [""] for r in rows], failed)
     writer.writerows(rows)
     return buffer.getvalue()
@@ -66,3 +73,13 @@ def _in_input_order(files: list[str], read: list[list], failed: list[list]) -> l
         else:
             merged.append(next(read_rows))
     return merged
+
+
+OOD_COLUMNS = ("ood_score", "in_distribution", "ood_reason")
+
+
+def _ood_cells(result, i: int) -> list[str]:
+    """Blank score and flag for a model without a detector (trained before mobilemed had one), with the reason."""
+    if result.in_distribution is None:
+        return ["", "", "no OOD detector in this checkpoint; retrain to get one"]
+    return [f"{result.ood_score[i]:.2f}", str(bool(result.in_distribution[i])).lower(), result.ood_reason[i]]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mobilemed.cli.argtypes import (FRACTION, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT,
                                     PROBABILITY_TARGET)
-from mobilemed.cli.common import add_data_arguments, data_options
+from mobilemed.cli.common import add_data_arguments, data_options, operating_rule
 from mobilemed.errors import MobilemedError
 from mobilemed.training.config import MODES, TrainConfig
 
@@ -58,6 +58,8 @@ def add_arguments(parser) -> None:
     op.add_argument("--target-specificity", type=PROBABILITY_TARGET,
                     help="choose the threshold that reaches this specificity, in (0, 1)")
     op.add_argument("--calibrate", action="store_true", help="fit temperature scaling on validation")
+    op.add_argument("--ood-quantile", type=PROBABILITY_TARGET, default=0.99,
+                    help="out-of-distribution threshold: this quantile of the validation images' scores, in (0, 1)")
     parser.add_argument("--n-bootstrap", type=NON_NEGATIVE_INT, default=1000,
                         help="bootstrap resamples for the test CIs (0: no intervals)")
     parser.add_argument("--no-gallery", action="store_true", help="skip the Grad-CAM gallery")
@@ -67,11 +69,7 @@ def add_arguments(parser) -> None:
 def config_from_args(args) -> TrainConfig:
     check_image_size(args.arch, args.image_size)
     check_threshold_target(args)
-    rule, target = args.threshold_rule, None
-    if args.target_sensitivity is not None:
-        rule, target = "target_sensitivity", args.target_sensitivity
-    if args.target_specificity is not None:
-        rule, target = "target_specificity", args.target_specificity
+    rule, target = operating_rule(args)
     return TrainConfig(
         data=args.data, data_options=data_options(args), run_dir=args.run_dir, arch=args.arch, weights=args.weights,
         mode=args.mode, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -80,6 +78,7 @@ def config_from_args(args) -> TrainConfig:
         class_weighting=args.class_weighting, augment=args.augment, dropout=args.dropout, ema_decay=args.ema_decay,
         tta=args.tta, patience=args.patience, threshold_rule=rule, threshold_target=target, calibrate=args.calibrate,
         seed=args.seed, skip_bad=args.skip_bad, strict=args.strict, resume=args.resume, overwrite=args.overwrite,
+        ood_quantile=args.ood_quantile,
         n_bootstrap=args.n_bootstrap, gallery=not args.no_gallery, progress=not args.quiet)
 
 

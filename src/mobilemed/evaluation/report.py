@@ -103,8 +103,11 @@ def _summary(run: RunData, split: str | None, metrics: dict | None) -> str:
              ("Training mode", config.get("mode", "not recorded")),
              ("Operating point", _operating_point(spec, task)),
              ("Temperature", f"{spec.get('temperature', 1.0):.3f}" if spec else "not recorded"),
-             *_evaluated(split, metrics)]
+             *_evaluated(split, metrics),
+             ("Out of distribution", _ood_text((metrics or {}).get("ood"), spec))]
     body = h.key_values(pairs)
+    if (metrics or {}).get("ood", {}).get("warning"):
+        body += h.note(f"Warning: {metrics['ood']['warning']}.")
     if metrics:
         headline = metrics["auroc_macro"]
         level = _level(metrics, split)
@@ -131,6 +134,17 @@ def _evaluated(split: str | None, metrics: dict | None) -> list[tuple[str, str]]
         pairs.append(("Positive class", f"{metrics['positive_class']} (sensitivity, specificity, PPV and NPV "
                                         f"describe detecting it)"))
     return pairs
+
+
+def _ood_text(ood: dict | None, spec: dict) -> str:
+    """The share of the evaluated images the OOD check flagged, with the AUROC on each side."""
+    if not ood:
+        return "not measured (no OOD detector in this model)" if not spec.get("ood_method") else "not measured"
+    auroc = [f"{name} {v:.3f}" for name, v in (("unflagged", ood["auroc_in_distribution"]),
+                                                ("flagged", ood["auroc_flagged"])) if v is not None]
+    threshold = f"; {spec.get('ood_method', 'feature')} threshold {ood['threshold']:.1f}" if ood["threshold"] else ""
+    return (f"{ood['n_flagged']} of {ood['n']} images flagged ({ood['fraction_flagged']:.1%}){threshold}"
+            + (f"; AUROC {', '.join(auroc)}" if auroc else ""))
 
 
 def _operating_point(spec: dict, task: str | None) -> str:

@@ -96,6 +96,12 @@ def dicom_info(path) -> dict:
                              "re-export it") from None
 
 
+def dicom_modality(path) -> tuple[str, str]:
+    """(Modality, BodyPartExamined) from the header, upper-case, "" where absent (the OOD check's cheap test)."""
+    ds = _read_dataset(path, stop_before_pixels=True)
+    return tuple(str(ds.get(tag, "") or "").strip().upper() for tag in ("Modality", "BodyPartExamined"))
+
+
 def _read_dataset(path, *, stop_before_pixels: bool = False):
     import pydicom
     from pydicom.errors import InvalidDicomError

@@ -5,6 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from mobilemed.data.sources import DataOptions
+from mobilemed.errors import MobilemedError
 
 MODES = ("linear-probe", "finetune", "scratch")
 
@@ -35,6 +36,7 @@ class TrainConfig:
     threshold_rule: str = "youden"     # youden | target_sensitivity | target_specificity | fixed
     threshold_target: float | None = None
     calibrate: bool = False            # temperature scaling fitted on validation
+    ood_quantile: float = 0.99         # OOD threshold: this quantile of the validation scores
     seed: int = 0
     skip_bad: bool = False
     strict: bool = False               # stop when the audit finds leakage across splits
@@ -47,6 +49,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
+        if not 0 < self.ood_quantile <= 1:
+            raise MobilemedError(f"--ood-quantile is a quantile in (0, 1], e.g. 0.99; got {self.ood_quantile}")
         if isinstance(self.data_options, dict):
             self.data_options = DataOptions(**self.data_options)
 
