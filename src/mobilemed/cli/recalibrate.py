@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from mobilemed.cli.argtypes import PROBABILITY_TARGET
 from mobilemed.cli.common import add_data_arguments, data_options, operating_rule
 from mobilemed.evaluation.thresholds import RULES
 
@@ -13,14 +14,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="the new checkpoint to write, e.g. site.pt")
     parser.add_argument("--split", default="all", choices=("all", "train", "val", "test"),
                         help="which labelled images of DATA to use (default all: every image, no split)")
-    parser.add_argument("--threshold-rule", default="youden", choices=RULES)
-    parser.add_argument("--target-sensitivity", type=float, help="choose the threshold for this sensitivity")
-    parser.add_argument("--target-specificity", type=float, help="choose the threshold for this specificity")
+    parser.add_argument("--threshold-rule", default="youden", choices=RULES,
+                        help="how the threshold is re-chosen on the sample (target_*: give the target below)")
+    parser.add_argument("--target-sensitivity", type=PROBABILITY_TARGET,
+                        help="choose the threshold for this sensitivity, in (0, 1)")
+    parser.add_argument("--target-specificity", type=PROBABILITY_TARGET,
+                        help="choose the threshold for this specificity, in (0, 1)")
     parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
                         help="refit the temperature on the sample (default on)")
     parser.add_argument("--refit-ood", action="store_true",
                         help="also move the out-of-distribution threshold to a quantile of the sample's scores")
-    parser.add_argument("--ood-quantile", type=float, help="quantile for --refit-ood (default: the training one)")
+    parser.add_argument("--ood-quantile", type=PROBABILITY_TARGET,
+                        help="quantile for --refit-ood, in (0, 1) (default: the training one)")
 
 
 def run(args) -> int:
