@@ -1,7 +1,7 @@
-"""Grad-CAM: the contract over every backbone, the receptive-field alignment, and two sanity tests
-(Adebayo et al. 2018 weight randomisation; a trained model's heatmap on the patch that decides the class)."""
-import dataclasses
-
+"""Grad-CAM: the contract over every backbone, the layer choice (a map of at least 8x8 at 64 px), the
+receptive-field alignment, and two sanity tests at the chosen layer (Adebayo et al. 2018 weight
+randomisation, on a patch-finding model and a real PneumoniaMNIST probe; a trained model's heatmap on the
+patch that decides the class)."""
 import numpy as np
 import pytest
 import torch
@@ -9,11 +9,12 @@ from sklearn.metrics import roc_auc_score
 
 from mobilemed.data.transforms import to_model_input
 from mobilemed.errors import MobilemedError
-from mobilemed.explain.gradcam import compute_gradcam, overlay_heatmap, save_overlay, upsample_cam
+from mobilemed.explain import gradcam
+from mobilemed.explain.gradcam import (CamLayer, cam_layer_for, compute_gradcam, overlay_heatmap,
+                                       randomised_weights_correlation, save_overlay, upsample_cam)
 from mobilemed.models import BACKBONES, build_model
 from mobilemed.spec import GRAY_MEAN, GRAY_STD, ModelSpec
-
-PATCH = 16  # side of the bright square that makes an image class "patch"
+from tests.explain import cam_models
 
 
 def _spec(arch, in_chans=3, task="binary", classes=("neg", "pos"), size=64):
@@ -28,7 +29,10 @@ def _hooks(model):
 
 @pytest.mark.parametrize("in_chans", [1, 3])
 @pytest.mark.parametrize("arch", sorted(BACKBONES))
-def test_every_backbone_gives_unit_heatmaps_and_leaves_the_model_as_it_was(arch, in_chans):
+def test_every_backbone_gives_unit_heatmaps_and_leaves_the_model_as_it_was(arch, in_chans, monkeypatch):
+    raw = []  # the heatmaps before upsampling: at 64 px at least 8x8 (the last block's are 2x2)
+    upsample = gradcam.upsample_cam
+    monkeypatch.setattr(gradcam, "upsample_cam", lambda cams, size: raw.append(cams.shape) or upsample(cams, size))
     torch.manual_seed(0)
     spec = _spec(arch, in_chans)
     model = build_model(spec).freeze_backbone().train()  # a linear probe mid-training: the hardest case
@@ -40,12 +44,14 @@ def test_every_backbone_gives_unit_heatmaps_and_leaves_the_model_as_it_was(arch,
     positive = compute_gradcam(model, x, spec=spec, target_classes=1)
     negative = compute_gradcam(model, x, spec=spec, target_classes=[0, 0])
 
+    assert raw == [(2, 8, 8)] * 2
     for heat in (positive, negative):
         assert heat.shape == (2, 64, 64) and heat.dtype == np.float32
         assert np.isfinite(heat).all() and heat.min() >= 0 and heat.max() <= 1
     # The single logit's per-cell contributions are not all equal, so ReLU(+z) or ReLU(-z) varies: one of
-    # the two heatmaps reaches 1 for each image, which proves gradients reached the frozen backbone.
-    assert np.allclose(np.maximum(positive.max(axis=(1, 2)), negative.max(axis=(1, 2))), 1, atol=1e-3)
+    # the two heatmaps reaches 1 for each image, which proves gradients reached the frozen backbone
+    # (0.99: the library divides by max + 1e-7, and an untrained net's maps are ~1e-5 at a middle block).
+    assert np.allclose(np.maximum(positive.max(axis=(1, 2)), negative.max(axis=(1, 2))), 1, atol=0.01)
     assert _hooks(model) == 0
     assert [m.training for m in model.modules()] == modes
     assert [p.requires_grad for p in model.parameters()] == flags
@@ -94,7 +100,7 @@ def test_receptive_field_of_a_cell_is_centred_where_upsample_cam_puts_it(arch):
     centre, so border effects cannot pull the centroid either way."""
     torch.manual_seed(0)
     model = build_model(_spec(arch)).eval()
-    layer = model.get_submodule(BACKBONES[arch].cam_layer)
+    layer = model.get_submodule(gradcam.block_map_sizes(arch, 384)[-1][0])  # the last block: stride 32
     seen = {}
     handle = layer.register_forward_hook(lambda m, i, o: seen.update(out=o))
     x = torch.randn(2, 3, 384, 384, requires_grad=True)
@@ -124,77 +130,36 @@ def test_overlay_and_saved_figure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["x.png"]  # no temp file left behind
 
 
-# --- sanity tests on a model trained to find a bright patch -------------------------------------------
+# --- the CAM layer: chosen by the map size it gives ----------------------------------------------------
 
-def _patch_images(n, size, seed):
-    """Noise images; odd-numbered ones get a bright PATCH x PATCH square at a random place. Each image has
-    its own background level, so mean brightness does not give the class away: only the patch does."""
-    rng = np.random.default_rng(seed)
-    pixels = rng.normal(0, 20, (n, size, size)) + rng.uniform(50, 130, (n, 1, 1))
-    labels = np.arange(n) % 2
-    corners = rng.integers(0, size - PATCH + 1, (n, 2))
-    for image, label, (r, c) in zip(pixels, labels, corners):
-        image[r:r + PATCH, c:c + PATCH] += 100 * label
-    return np.clip(pixels, 0, 255).astype(np.uint8), labels, corners
-
-
-def _train_patch_model():
-    """mobilenet_v2_035 from scratch, fresh images every epoch (nothing to memorise): 16 epochs at 64 px
-    learn the rule cheaply, 3 at 160 px adapt it to the resolution where its 5x5 Grad-CAM grid is
-    checked (at 64 px the grid is 2x2). ~20 s on one CPU thread."""
-    spec = ModelSpec(arch="mobilenet_v2_035", class_names=["plain", "patch"], task="binary", image_size=64,
-                     in_chans=1, mean=GRAY_MEAN, std=GRAY_STD, dropout=0.0)
-    torch.manual_seed(0)
-    model = build_model(spec)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    order = torch.Generator().manual_seed(0)
-    for epoch in range(19):
-        spec = dataclasses.replace(spec, image_size=64 if epoch < 16 else 160)
-        images, labels, _ = _patch_images(200, spec.image_size, seed=epoch)
-        x, y = to_model_input(images, spec), torch.tensor(labels, dtype=torch.float32)
-        model.train()
-        for batch in torch.randperm(len(y), generator=order).split(32):
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[batch])[:, 0], y[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    _recompute_batchnorm_statistics(model, to_model_input(_patch_images(200, 160, seed=99)[0], spec))
-    return model.eval(), spec
+@pytest.mark.parametrize("arch", sorted(BACKBONES))
+def test_cam_layer_is_the_deepest_block_with_at_least_8x8_cells(arch):
+    sizes = gradcam.block_map_sizes(arch, 64)
+    assert sizes[-1][1] == (2, 2)  # why the last block will not do at 64 px
+    chosen = cam_layer_for(_spec(arch, size=64))
+    deeper = [hw for name, hw in sizes[[n for n, _ in sizes].index(chosen.layer) + 1:]]
+    assert chosen.map_size == (8, 8) and all(min(hw) < 8 for hw in deeper)
+    # Larger inputs: the last block once its map has 8x8 cells; at 224 px its 7x7 is one short, so the
+    # stride-16 block (14x14). Under 64 px, never shallower than stride 8.
+    assert cam_layer_for(_spec(arch, size=256)) == CamLayer(gradcam.block_map_sizes(arch, 256)[-1][0], (8, 8))
+    assert cam_layer_for(_spec(arch, size=224)).map_size == (14, 14)
+    assert cam_layer_for(_spec(arch, size=48)).map_size == (6, 6)
+    assert cam_layer_for(_spec(arch, size=64), "layercam").describe().startswith("LayerCAM at backbone.features.")
 
 
-@torch.no_grad()
-def _recompute_batchnorm_statistics(model, x):
-    """Exact BatchNorm averages at 160 px: 21 steps there leave the running averages lagging."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average
-    model.train()
-    for batch in x.split(50):
-        model(batch)
-
+# --- sanity tests at the chosen layer -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def patch_model():
+    """A model trained to find a bright patch at 64 px, and 60 held-out images, half with the patch (~15 s)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same arithmetic on every machine, and no fight for 2 shared cores
     try:
-        model, spec = _train_patch_model()
-        images, labels, corners = _patch_images(60, spec.image_size, seed=1000)  # held out
-        x = to_model_input(images, spec)
-        yield model, spec, x, labels, corners
+        model, spec = cam_models.train_patch_model()
+        images, labels, corners = cam_models.patch_images(60, seed=1000)  # held out
+        yield model, spec, to_model_input(images, spec), labels, corners
     finally:
         torch.set_num_threads(threads)
-
-
-def _inside_outside_ratio(heatmaps, corners):
-    """Mean heat inside the patch over mean heat outside it, per image (1 = no preference)."""
-    ratios = []
-    for heat, (r, c) in zip(heatmaps, corners):
-        inside = np.zeros(heat.shape, bool)
-        inside[r:r + PATCH, c:c + PATCH] = True
-        ratios.append(heat[inside].mean() / max(heat[~inside].mean(), 1e-6))
-    return np.array(ratios)
 
 
 def test_trained_heatmap_peaks_on_the_patch(patch_model):
@@ -203,29 +168,48 @@ def test_trained_heatmap_peaks_on_the_patch(patch_model):
         prob = torch.sigmoid(model(x)[:, 0]).numpy()
     assert roc_auc_score(labels, prob) > 0.95  # the model separates the classes on held-out images
     positives = labels == 1
-    ratio = _inside_outside_ratio(compute_gradcam(model, x[positives], spec=spec, target_classes=1),
-                                  corners[positives])
-    # The patch covers 1% of a 160 px image and the grid cell is 32 px, so a ratio of 2 is a clear hit;
-    # over six training seeds 80-93% of the images passed (median ratio 2.2-3.1). An untrained
-    # model's heatmaps pass for 0-7% (median 1.1-1.2).
+    assert cam_layer_for(spec).map_size == (8, 8)
+    ratio = cam_models.inside_outside_ratio(compute_gradcam(model, x[positives], spec=spec, target_classes=1),
+                                            corners[positives])
+    # The patch covers 6% of the image and a cell is 8 px, so a ratio of 2 is a clear hit; at the
+    # last block (2x2) none of the images pass (scripts/cam_sanity.py).
     assert np.mean(ratio > 2) >= 2 / 3, np.round(ratio, 2)
     # Class 0 ("plain") is explained by the negated logit: the patch is evidence against it.
-    against = _inside_outside_ratio(compute_gradcam(model, x[positives], spec=spec, target_classes=0),
-                                    corners[positives])
+    against = cam_models.inside_outside_ratio(compute_gradcam(model, x[positives], spec=spec, target_classes=0),
+                                              corners[positives])
     assert np.median(against) < 1, np.round(against, 2)
 
 
 def test_randomised_weights_change_the_heatmap(patch_model):
     """Adebayo et al. (2018): an explanation that survives re-initialising the weights explains the
-    input, not the model. Measure: Pearson correlation between the trained and the re-initialised
-    (build_model's own initialisation, new seed) model's heatmaps of the same image, averaged over the
-    held-out positives; a constant heatmap counts as 0. Observed 0.0-0.2 over six training seeds."""
+    input, not the model. Measures, over four re-initialisations (build_model's own, seeds 0-3): the
+    Pearson correlation between the trained and the re-initialised model's heatmaps of the same image,
+    and how often the re-initialised heatmap still lands on the patch. At this shallower layer a random
+    network's heatmap does find a bright patch now and then (0-40% of the images per seed; the input
+    alone drives its activations), so the test compares with the trained model's 83% rather than 0."""
     model, spec, x, labels, corners = patch_model
     positives = labels == 1
     trained = compute_gradcam(model, x[positives], spec=spec, target_classes=1)
-    torch.manual_seed(1234)
-    randomised = compute_gradcam(build_model(spec).eval(), x[positives], spec=spec, target_classes=1)
-    correlations = [np.corrcoef(a.ravel(), b.ravel())[0, 1] if a.std() > 0 and b.std() > 0 else 0.0
-                    for a, b in zip(trained, randomised)]
-    assert np.mean(correlations) < 0.5, np.round(correlations, 2)
-    assert np.mean(_inside_outside_ratio(randomised, corners[positives]) > 2) < 0.25
+    trained_share = np.mean(cam_models.inside_outside_ratio(trained, corners[positives]) > 2)
+    r, shares = [], []
+    for seed in range(4):
+        r.append(randomised_weights_correlation(model, x[positives], spec=spec, target_classes=[1] * positives.sum(),
+                                                heatmaps=trained, seed=seed).mean())
+        torch.manual_seed(seed)
+        randomised = compute_gradcam(build_model(spec).eval(), x[positives], spec=spec, target_classes=1)
+        shares.append(np.mean(cam_models.inside_outside_ratio(randomised, corners[positives]) > 2))
+    assert np.mean(r) < 0.3, np.round(r, 2)  # observed -0.00
+    assert np.mean(shares) < 0.4 and trained_share - np.mean(shares) > 0.3, (trained_share, shares)
+
+
+def test_real_pneumoniamnist_probe_passes_the_randomised_weights_test(pneumonia_probe):
+    """The same check on a real model: an ImageNet MobileNetV2 probe at 64 px on PneumoniaMNIST."""
+    model, spec, x, labels = pneumonia_probe
+    with torch.no_grad():
+        logits = model(x)[:, 0]
+    assert roc_auc_score(labels, logits.numpy()) > 0.85
+    predicted = (logits > 0).long().tolist()
+    assert cam_layer_for(spec) == CamLayer("backbone.features.6", (8, 8), "gradcam")
+    r = [randomised_weights_correlation(model, x, spec=spec, target_classes=predicted, seed=seed).mean()
+         for seed in range(2)]
+    assert np.mean(r) < 0.3, np.round(r, 2)  # observed 0.02 over seeds 0-3 (scripts/cam_sanity.py)

@@ -293,11 +293,29 @@ def _gallery(run: RunData) -> str:
         groups.setdefault(str(entry.get("kind", "other")), []).append(entry)
     body = h.note("The examples the model was most sure of, per kind; errors are the most confidently wrong. "
                   "The heatmap shows which regions drove the score of the class named in each caption.")
+    body += _gallery_method(run.gallery)
     for kind, entries in groups.items():
         cards = "".join(_gallery_card(folder, e) for e in entries)
         body += f"<h3>{h.esc(GALLERY_KINDS.get(kind, kind.replace('_', ' ')))} ({len(entries)})</h3>"
         body += f'<div class="gallery">{cards}</div>'
     return body
+
+
+def _gallery_method(entries: list[dict]) -> str:
+    """Which method and layer made the heatmaps, at what map size, and the randomised-weights check."""
+    cam = entries[0].get("cam") if isinstance(entries[0].get("cam"), dict) else None
+    if cam is None:
+        return h.paragraph("This gallery does not record which layer and method made its heatmaps.")
+    h_cells, w_cells = cam.get("map_size", ["?", "?"])
+    text = (f"Heatmaps: {cam.get('method')} at layer {cam.get('layer')}, a {h_cells}x{w_cells} map before "
+            "upsampling (the deepest block whose map is at least 8x8 at this input size).")
+    r = [e["randomised_r"] for e in entries if isinstance(e.get("randomised_r"), (int, float))]
+    if r:
+        text += (f" Randomised-weights check (Adebayo et al. 2018): the same images' heatmaps from a "
+                 f"re-initialised model correlate r = {sum(r) / len(r):.2f} on average with these "
+                 f"({'passed' if sum(r) / len(r) < 0.5 else 'FAILED'}: under 0.5, the heatmaps depend on "
+                 "the trained weights).")
+    return h.paragraph(text)
 
 
 def _gallery_card(folder: Path, entry: dict) -> str:

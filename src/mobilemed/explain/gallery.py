@@ -16,7 +16,8 @@ from torch import nn
 
 from mobilemed.data.transforms import to_model_input
 from mobilemed.decision import class_probabilities, decisions, label_text
-from mobilemed.explain.gradcam import compute_gradcam, default_targets, save_overlay
+from mobilemed.explain.gradcam import (cam_layer_for, compute_gradcam, default_targets, randomised_weights_correlation,
+                                       save_overlay)
 from mobilemed.fsutil import atomic_write
 from mobilemed.spec import ModelSpec
 
@@ -48,7 +49,9 @@ def write_gallery(model: nn.Module, spec: ModelSpec, images_uint8: np.ndarray, f
     Kinds: binary TP/FP/TN/FN at spec.thresholds[0]; multiclass correct_<class> / incorrect_<class>
     by predicted class; multilabel TP/FP/TN/FN for each image's most probable finding.
     Each entry: file, png (name inside out_dir), kind, true_label, predicted_label, probability
-    (the model's probability for cam_target), cam_target (the class the heatmap explains).
+    (the model's probability for cam_target), cam_target (the class the heatmap explains), cam (method,
+    layer and map_size [h, w] before upsampling: gradcam.CamLayer.to_dict), randomised_r (the
+    heatmap's correlation with a re-initialised model's: gradcam.randomised_weights_correlation).
     """
     images = np.asarray(images_uint8)
     n = len(images)
@@ -58,18 +61,23 @@ def write_gallery(model: nn.Module, spec: ModelSpec, images_uint8: np.ndarray, f
     outcomes = classify_outcomes(spec, np.asarray(y_true), np.asarray(y_prob))
     picks = select_examples(outcomes, per_kind=per_kind, seed=seed)
     out_dir = Path(out_dir)
-    entries = [_entry(outcomes, i, files[i], f"{outcomes.kind[i]}_{rank}.png", spec) for i, rank in picks]
+    cam = cam_layer_for(spec)
+    entries = [_entry(outcomes, i, files[i], f"{outcomes.kind[i]}_{rank}.png", spec) | {"cam": cam.to_dict()}
+               for i, rank in picks]
     for start in range(0, len(picks), BATCH):
         chunk = picks[start:start + BATCH]
         idx = np.array([i for i, _ in chunk])
         x = to_model_input(images[idx], spec)
-        heatmaps = compute_gradcam(model, x, spec=spec, target_classes=outcomes.target[idx])
-        for (i, _), heat, entry in zip(chunk, heatmaps, entries[start:start + BATCH]):
-            save_overlay(out_dir / entry["png"], images[i], heat, title=_title(entry))
+        heatmaps = compute_gradcam(model, x, spec=spec, target_classes=outcomes.target[idx], cam=cam)
+        randomised_r = randomised_weights_correlation(model, x, spec=spec, target_classes=outcomes.target[idx],
+                                                      cam=cam, heatmaps=heatmaps, seed=seed)
+        for (i, _), heat, r, entry in zip(chunk, heatmaps, randomised_r, entries[start:start + BATCH]):
+            entry["randomised_r"] = round(float(r), 4)
+            save_overlay(out_dir / entry["png"], images[i], heat, title=_title(entry), cam=cam)
     _remove_stale(out_dir, {e["png"] for e in entries})
     with atomic_write(out_dir / "gallery.json") as handle:
         json.dump(entries, handle, indent=2)
-    log.info("gallery: %d overlays in %s", len(entries), out_dir)
+    log.info("gallery: %d overlays in %s (%s)", len(entries), out_dir, cam.describe())
     return entries
 
 

@@ -1,15 +1,20 @@
 """Grad-CAM heatmaps (Selvaraju et al. 2017) for any registry backbone, and overlays a person can read.
 
-The target layer is named per backbone in `models.registry.BACKBONES[arch].cam_layer`: for MobileNetV2
-and V3 alike it is the final 1x1 conv of `features`, the deepest layer that still has a spatial map
-(stride 32), which is where Grad-CAM's class evidence is most semantic. The heavy lifting is done by
-pytorch-grad-cam (the `explain` extra); this module only chooses targets and keeps the model unchanged.
+The target layer is chosen by the map size it gives at the model's input size (`cam_layer_for`): the
+deepest block of the backbone's `features` whose output is at least 8x8. The last block (stride 32) is
+the usual choice, but at 64 px it is 2x2 and the upsampled maps can only light up a quadrant, which
+shows up as maps peaking at the borders; at 64 px the choice is the stride-8 block (8x8), at 224 px the
+stride-16 block (14x14), and from 256 px on the last block. The heavy lifting is done by
+pytorch-grad-cam (the `explain` extra); this module only chooses layer and targets and keeps the model
+unchanged.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -24,21 +29,69 @@ from mobilemed.models import get_backbone
 from mobilemed.spec import ModelSpec
 
 log = logging.getLogger(__name__)
+MIN_CAM_CELLS = 8  # the map a CAM layer must give (per side) before upsampling, for inputs of 64 px and more
+METHODS = {"gradcam": "Grad-CAM", "layercam": "LayerCAM"}
+CAM_METHOD = "gradcam"
+
+
+@dataclass(frozen=True)
+class CamLayer:
+    """Where and how the heatmaps are computed: recorded in gallery.json and stated in the report."""
+
+    layer: str                 # module name inside the model, e.g. backbone.features.6
+    map_size: tuple[int, int]  # (h, w) of that layer's output, i.e. of the heatmap before upsampling
+    method: str = CAM_METHOD   # a key of METHODS
+
+    def describe(self) -> str:
+        h, w = self.map_size
+        return f"{METHODS[self.method]} at {self.layer} ({h}x{w} map before upsampling)"
+
+    def to_dict(self) -> dict:
+        return {"method": METHODS[self.method], "layer": self.layer, "map_size": list(self.map_size)}
+
+
+def cam_layer_for(spec: ModelSpec, method: str = CAM_METHOD) -> CamLayer:
+    """The CAM layer of spec.arch at spec.image_size: the deepest block whose map is at least 8x8 (for
+    inputs under 64 px, at least image_size / 8, so never shallower than stride 8)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown CAM method {method!r}; choose one of: {', '.join(METHODS)}")
+    sizes = block_map_sizes(spec.arch, spec.image_size)
+    cells = min(MIN_CAM_CELLS, -(-spec.image_size // 8))
+    name, size = [(n, hw) for n, hw in sizes if min(hw) >= cells][-1]
+    return CamLayer(name, size, method)
+
+
+@functools.lru_cache(maxsize=32)
+def block_map_sizes(arch: str, image_size: int) -> tuple[tuple[str, tuple[int, int]], ...]:
+    """(module name inside our model, output (h, w)) of every block of the backbone's features, shallow
+    to deep, from a forward pass on the meta device (shapes only: no memory, no arithmetic)."""
+    info = get_backbone(arch)
+    with torch.device("meta"):
+        blocks = info.build().eval().get_submodule(info.cam_blocks)
+        x = torch.empty(1, 3, image_size, image_size)
+        sizes = []
+        for index, block in enumerate(blocks):
+            x = block(x)
+            sizes.append((f"backbone.{info.cam_blocks}.{index}", (int(x.shape[-2]), int(x.shape[-1]))))
+    return tuple(sizes)
 
 
 def compute_gradcam(model: nn.Module, images: torch.Tensor, *, spec: ModelSpec,
-                    target_classes: int | Sequence[int] | None = None) -> np.ndarray:
+                    target_classes: int | Sequence[int] | None = None,
+                    cam: CamLayer | None = None) -> np.ndarray:
     """Grad-CAM heatmaps of `model` on normalised input `images` (B, C, H, W).
 
     target_classes: one class index (into spec.class_names) for every image, one per image, or None
     for the default target (`default_targets`: the predicted class; multilabel: the most probable
     finding). Binary models have one logit: class 1 is explained by that logit, class 0 by its negative.
+    cam: layer and method; default cam_layer_for(spec).
     Returns: heatmaps (B, H, W) float32 in [0, 1], each scaled to its own maximum.
     The model's train/eval modes, requires_grad flags and .grad tensors are as before, and no hook
     is left behind.
     """
-    FeatureGradCAM, targets_for = _import_grad_cam()
-    layer = _cam_layer(model, spec)
+    cam = cam or cam_layer_for(spec)
+    FeatureCAM, targets_for = _import_grad_cam(cam.method)
+    layer = _cam_layer(model, spec, cam.layer)
     # Callers often sit in a no_grad or inference_mode block; Grad-CAM needs autograd whatever they chose.
     with _preserved_state(model), torch.inference_mode(False), torch.enable_grad():
         model.eval()  # BatchNorm running statistics and no dropout, as at prediction time
@@ -48,18 +101,40 @@ def compute_gradcam(model: nn.Module, images: torch.Tensor, *, spec: ModelSpec,
             p.requires_grad_(False)
         # The input carries the graph instead, so activations of a frozen backbone still get gradients.
         x = images.detach().clone().requires_grad_(True)  # a clone is a normal tensor even if images is not
-        cam = FeatureGradCAM(model=model, target_layers=[layer])
+        explainer = FeatureCAM(model=model, target_layers=[layer])
         try:
-            cams = cam(input_tensor=x, targets=[targets_for(spec.task, k) for k in classes])  # (B, h, w)
+            cams = explainer(input_tensor=x, targets=[targets_for(spec.task, k) for k in classes])  # (B, h, w)
         finally:
             # The library's own __exit__ would also release the hooks, but it swallows IndexError
             # (printing it); releasing here removes the hooks and lets every error through.
-            cam.activations_and_grads.release()
-    if cams.shape[-2:] == (1, 1):
-        log.warning("at %dx%d px the Grad-CAM layer of %s is a single cell: the heatmaps carry no location; "
-                    "use an image size of 64 px or more", images.shape[-2], images.shape[-1], spec.arch)
+            explainer.activations_and_grads.release()
+    _log_once(cam, spec.arch, spec.image_size)
     heatmaps = upsample_cam(np.nan_to_num(cams.astype(np.float32)), tuple(images.shape[-2:]))
     return np.clip(heatmaps, 0.0, 1.0)
+
+
+def randomised_weights_correlation(model: nn.Module, images: torch.Tensor, *, spec: ModelSpec,
+                                   target_classes: Sequence[int], cam: CamLayer | None = None,
+                                   heatmaps: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    """The randomised-weights sanity check (Adebayo et al. 2018) per image: Pearson correlation of
+    the heatmap of `model` (or the given `heatmaps`) with that of the same architecture re-initialised
+    (build_model's initialisation, seeded). An explanation that survives losing the weights explains
+    the input, not the model: faithful heatmaps correlate weakly (well under 0.5)."""
+    from mobilemed.models import build_model
+
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream stays as it was
+        torch.manual_seed(seed)
+        randomised = build_model(spec).eval()
+    if heatmaps is None:
+        heatmaps = compute_gradcam(model, images, spec=spec, target_classes=target_classes, cam=cam)
+    return heatmap_correlation(heatmaps, compute_gradcam(randomised, images, spec=spec,
+                                                         target_classes=target_classes, cam=cam))
+
+
+def heatmap_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(B,) Pearson correlation of two stacks of heatmaps (B, H, W); a constant heatmap counts as 0."""
+    return np.array([np.corrcoef(x.ravel(), y.ravel())[0, 1] if x.std() > 0 and y.std() > 0 else 0.0
+                     for x, y in zip(a, b)], dtype=np.float64)
 
 
 def upsample_cam(cams: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -109,8 +184,10 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.
     return np.clip(np.rint(255 * ((1 - alpha) * rgb + alpha * colour)), 0, 255).astype(np.uint8)
 
 
-def save_overlay(path, image: np.ndarray, heatmap: np.ndarray, title: str | None = None) -> Path:
-    """Write a PNG (atomically) with the image and its Grad-CAM overlay side by side and a colorbar."""
+def save_overlay(path, image: np.ndarray, heatmap: np.ndarray, title: str | None = None,
+                 cam: CamLayer | None = None) -> Path:
+    """Write a PNG (atomically) with the image and its Grad-CAM overlay side by side and a colorbar;
+    cam (how the heatmap was computed) names method, layer and map size above the overlay."""
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
@@ -124,7 +201,8 @@ def save_overlay(path, image: np.ndarray, heatmap: np.ndarray, title: str | None
     left.imshow(image.squeeze(), cmap="gray" if gray else None, vmin=0, vmax=255)
     left.set_title("image", fontsize=9)
     right.imshow(overlay_heatmap(image, heatmap))
-    right.set_title("Grad-CAM overlay", fontsize=9)
+    how = f"{METHODS[cam.method]}, {cam.layer.removeprefix('backbone.')}, {cam.map_size[0]}x{cam.map_size[1]}" if cam else ""
+    right.set_title(f"{how} overlay" if cam else "Grad-CAM overlay", fontsize=9)
     for ax in (left, right):
         ax.set_axis_off()
     bar = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps["jet"]), ax=right, fraction=0.046, pad=0.03)
@@ -135,15 +213,23 @@ def save_overlay(path, image: np.ndarray, heatmap: np.ndarray, title: str | None
     return atomic_save_figure(fig, path)
 
 
-def _import_grad_cam():
+@functools.lru_cache(maxsize=32)
+def _log_once(cam: CamLayer, arch: str, image_size: int) -> None:
+    log.info("heatmaps: %s of %s at %d px", cam.describe(), arch, image_size)
+    if image_size < 8 * MIN_CAM_CELLS:
+        log.warning("at %d px the CAM layer of %s gives a %dx%d map: the heatmaps locate coarsely; use an "
+                    "image size of %d px or more", image_size, arch, *cam.map_size, 8 * MIN_CAM_CELLS)
+
+
+def _import_grad_cam(method: str):
     try:
-        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam import GradCAM, LayerCAM
         from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget
     except ImportError:
         raise MissingExtraError("grad-cam", "explain", "Grad-CAM") from None
 
-    class FeatureGradCAM(GradCAM):
-        """GradCAM returning maps at the target layer's resolution (still ReLU'd and scaled to [0, 1]);
+    class FeatureCAM({"gradcam": GradCAM, "layercam": LayerCAM}[method]):
+        """The CAM returning maps at the target layer's resolution (still ReLU'd and scaled to [0, 1]);
         upsample_cam then places them on the input without the library's half-cell shift."""
 
         def get_target_width_height(self, input_tensor):
@@ -153,11 +239,10 @@ def _import_grad_cam():
         # Binary models have one logit; the library's binary target negates it for class 0.
         return BinaryClassifierOutputTarget(k) if task == "binary" else ClassifierOutputTarget(k)
 
-    return FeatureGradCAM, targets_for
+    return FeatureCAM, targets_for
 
 
-def _cam_layer(model: nn.Module, spec: ModelSpec) -> nn.Module:
-    name = get_backbone(spec.arch).cam_layer
+def _cam_layer(model: nn.Module, spec: ModelSpec, name: str) -> nn.Module:
     try:
         return model.get_submodule(name)
     except AttributeError:

@@ -17,13 +17,15 @@ class BackboneInfo:
     build() returns a stock torchvision model; imagenet names its torchvision weights enum member (None
     where torchvision publishes none). Module names inside that stock model: first_conv, the stem conv
     a 1-channel model replaces; classifier, the ImageNet Linear our head replaces; pre_logits, modules
-    before it that are pretrained features in their own right and stay with the backbone. cam_layer is
-    the Grad-CAM target inside our wrapper. mean/std and input_size are what the weights were trained on.
+    before it that are pretrained features in their own right and stay with the backbone. cam_blocks,
+    the Sequential whose blocks are the Grad-CAM candidates (our wrapper keeps it as backbone.<name>);
+    the block is chosen by the map size it gives at the model's input size (explain.gradcam.cam_layer_for).
+    mean/std and input_size are what the weights were trained on.
     """
 
     build: Callable
     imagenet: str | None
-    cam_layer: str
+    cam_blocks: str = "features"
     first_conv: str = "features.0.0"
     classifier: str = "classifier.1"
     pre_logits: tuple[str, ...] = ()
@@ -46,17 +48,14 @@ class BackboneInfo:
 
 def _v2(width: float) -> BackboneInfo:
     weights = "MobileNet_V2_Weights.IMAGENET1K_V1" if width == 1.0 else None
-    # The last block of `features` is the 1x1 conv to 1280 (x width) channels: the deepest layer that
-    # still has a spatial map (7x7 at 224 px), the standard Grad-CAM target for MobileNetV2.
     # Its classifier is Dropout -> Linear.
-    return BackboneInfo(partial(tvm.mobilenet_v2, width_mult=width), weights, "backbone.features.18")
+    return BackboneInfo(partial(tvm.mobilenet_v2, width_mult=width), weights)
 
 
-def _v3(build: Callable, weights: str, cam_layer: str) -> BackboneInfo:
+def _v3(build: Callable, weights: str) -> BackboneInfo:
     # V3's classifier is Linear -> Hardswish -> Dropout -> Linear; the first two are pretrained features
     # in their own right, so they stay with the backbone and only the last Linear is replaced.
-    return BackboneInfo(build, weights, cam_layer, classifier="classifier.3",
-                        pre_logits=("classifier.0", "classifier.1"))
+    return BackboneInfo(build, weights, classifier="classifier.3", pre_logits=("classifier.0", "classifier.1"))
 
 
 BACKBONES: dict[str, BackboneInfo] = {
@@ -65,11 +64,8 @@ BACKBONES: dict[str, BackboneInfo] = {
     "mobilenet_v2_075": _v2(0.75),
     "mobilenet_v2": _v2(1.0),
     "mobilenet_v2_140": _v2(1.4),
-    # For V3 the last spatial layer is again the final 1x1 conv of `features` (576 / 960 channels).
-    "mobilenet_v3_small": _v3(tvm.mobilenet_v3_small, "MobileNet_V3_Small_Weights.IMAGENET1K_V1",
-                              "backbone.features.12"),
-    "mobilenet_v3_large": _v3(tvm.mobilenet_v3_large, "MobileNet_V3_Large_Weights.IMAGENET1K_V1",
-                              "backbone.features.16"),
+    "mobilenet_v3_small": _v3(tvm.mobilenet_v3_small, "MobileNet_V3_Small_Weights.IMAGENET1K_V1"),
+    "mobilenet_v3_large": _v3(tvm.mobilenet_v3_large, "MobileNet_V3_Large_Weights.IMAGENET1K_V1"),
 }
 ALIASES = {"mobilenet_v2_100": "mobilenet_v2"}
 
