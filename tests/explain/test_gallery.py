@@ -56,6 +56,10 @@ def test_write_gallery_end_to_end_and_rerun_removes_stale_overlays(tmp_path):
 
     entries = write_gallery(model, spec, images, files, y_true, y_prob, tmp_path, per_kind=2)
     assert len(entries) == 8 and {e["kind"] for e in entries} == {"TP", "FP", "TN", "FN"}
+    # how the heatmaps were made: the stride-8 block of MobileNetV3-Small, 8x8 at 64 px
+    assert all(e["cam"] == {"method": "Grad-CAM", "layer": "backbone.features.3", "map_size": [8, 8]}
+               for e in entries)
+    assert all(-1 <= e["randomised_r"] <= 1 for e in entries)
     assert json.loads((tmp_path / "gallery.json").read_text()) == entries
     assert set(entries[0]) >= {"file", "png", "kind", "true_label", "predicted_label", "probability"}
     for entry in entries:
@@ -77,3 +81,20 @@ def test_write_gallery_colour_multiclass(tmp_path):
     assert [e["kind"] for e in entries] == ["correct_a", "incorrect_a", "correct_b-c", "correct_d",
                                             "incorrect_d"]
     assert all((tmp_path / e["png"]).is_file() for e in entries)
+
+
+def test_report_states_the_cam_layer_method_and_randomised_weights_check(tmp_path):
+    from mobilemed.evaluation.report import write_report
+    from tests.evaluation.conftest import make_run
+
+    run = make_run(tmp_path / "run")
+    torch.manual_seed(0)
+    spec = _spec("binary", ["normal", "pneumonia"])
+    rng = np.random.default_rng(0)
+    entries = write_gallery(build_model(spec).eval(), spec, rng.integers(0, 256, (8, 64, 64), dtype=np.uint8),
+                            [f"img_{i}.png" for i in range(8)], np.arange(8) % 2, np.linspace(0.1, 0.9, 8),
+                            run / "gallery", per_kind=1)
+    text = write_report(run, save_plots=False).read_text()
+    assert ("Heatmaps: Grad-CAM at layer backbone.features.3, whose map is 8x8 before upsampling" in text)
+    mean_r = np.mean([e["randomised_r"] for e in entries])
+    assert f"correlate r = {mean_r:.2f} on average" in text

@@ -307,8 +307,8 @@ def _gallery_method(entries: list[dict]) -> str:
     if cam is None:
         return h.paragraph("This gallery does not record which layer and method made its heatmaps.")
     h_cells, w_cells = cam.get("map_size", ["?", "?"])
-    text = (f"Heatmaps: {cam.get('method')} at layer {cam.get('layer')}, a {h_cells}x{w_cells} map before "
-            "upsampling (the deepest block whose map is at least 8x8 at this input size).")
+    text = (f"Heatmaps: {cam.get('method')} at layer {cam.get('layer')}, whose map is {h_cells}x{w_cells} before "
+            "upsampling (the deepest block with at least 8x8 cells at this input size).")
     r = [e["randomised_r"] for e in entries if isinstance(e.get("randomised_r"), (int, float))]
     if r:
         text += (f" Randomised-weights check (Adebayo et al. 2018): the same images' heatmaps from a "
