@@ -18,13 +18,13 @@ def gray_spec(arch: str, class_names, dropout: float = 0.0) -> ModelSpec:
                      mean=GRAY_MEAN, std=GRAY_STD, dropout=dropout)
 
 
-def patch_images(n: int, seed: int):
+def patch_images(n: int, seed: int, size: int = SIZE):
     """Noise images; odd-numbered ones get a bright PATCH x PATCH square at a random place. Each image has
     its own background level, so mean brightness does not give the class away: only the patch does."""
     rng = np.random.default_rng(seed)
-    pixels = rng.normal(0, 20, (n, SIZE, SIZE)) + rng.uniform(50, 130, (n, 1, 1))
+    pixels = rng.normal(0, 20, (n, size, size)) + rng.uniform(50, 130, (n, 1, 1))
     labels = np.arange(n) % 2
-    corners = rng.integers(0, SIZE - PATCH + 1, (n, 2))
+    corners = rng.integers(0, size - PATCH + 1, (n, 2))
     for image, label, (r, c) in zip(pixels, labels, corners):
         image[r:r + PATCH, c:c + PATCH] += 100 * label
     return np.clip(pixels, 0, 255).astype(np.uint8), labels, corners
