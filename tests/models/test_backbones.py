@@ -44,14 +44,20 @@ def test_one_channel_input_and_any_resolution(arch):
 
 
 @pytest.mark.parametrize("arch", sorted(BACKBONES))
-def test_cam_layer_exists_and_is_spatial(arch):
+def test_cam_blocks_exist_and_their_map_sizes_are_what_the_cam_layer_choice_assumes(arch):
+    from mobilemed.explain.gradcam import block_map_sizes
+
     model = build_model(_spec(arch)).eval()
-    layer = model.get_submodule(BACKBONES[arch].cam_layer)
-    seen = {}
-    handle = layer.register_forward_hook(lambda m, i, o: seen.update(shape=o.shape))
+    expected = block_map_sizes(arch, 64)  # computed on the meta device
+    seen, handles = {}, []
+    for name, _ in expected:
+        handles.append(model.get_submodule(name).register_forward_hook(
+            lambda m, i, o, name=name: seen.update({name: tuple(o.shape[-2:])})))
     model(torch.randn(1, 3, 64, 64))
-    handle.remove()
-    assert len(seen["shape"]) == 4 and seen["shape"][-1] == 2  # 64 px / 32 = a 2x2 map
+    for handle in handles:
+        handle.remove()
+    assert list(seen.items()) == list(expected) and expected[-1][1] == (2, 2)  # 64 px / 32 = a 2x2 map
+    assert len(expected) == len(model.get_submodule(f"backbone.{BACKBONES[arch].cam_blocks}"))
 
 
 @pytest.mark.parametrize("arch", sorted(BACKBONES))
