@@ -29,7 +29,7 @@ from torch import nn
 from mobilemed.decision import decisions, probabilities
 from mobilemed.errors import MissingExtraError, MobilemedError
 from mobilemed.fsutil import atomic_save_figure
-from mobilemed.models import get_backbone
+from mobilemed.models import build_model, get_backbone
 from mobilemed.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def block_map_sizes(arch: str, image_size: int) -> tuple[tuple[str, tuple[int, i
 def compute_gradcam(model: nn.Module, images: torch.Tensor, *, spec: ModelSpec,
                     target_classes: int | Sequence[int] | None = None,
                     cam: CamLayer | None = None) -> np.ndarray:
-    """Grad-CAM heatmaps of `model` on normalised input `images` (B, C, H, W).
+    """Grad-CAM heatmaps of `model` on normalised input `images` (B, C, H, W), H = W = spec.image_size.
 
     target_classes: one class index (into spec.class_names) for every image, one per image, or None
     for the default target (`default_targets`: the predicted class; multilabel: the most probable
@@ -124,8 +124,6 @@ def randomised_weights_correlation(model: nn.Module, images: torch.Tensor, *, sp
     the heatmap of `model` (or the given `heatmaps`) with that of the same architecture re-initialised
     (build_model's initialisation, seeded). An explanation that survives losing the weights explains
     the input, not the model: faithful heatmaps correlate weakly (well under 0.5)."""
-    from mobilemed.models import build_model
-
     with torch.random.fork_rng(devices=[]):  # the caller's random stream stays as it was
         torch.manual_seed(seed)
         randomised = build_model(spec).eval()
