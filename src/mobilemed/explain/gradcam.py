@@ -134,7 +134,8 @@ def randomised_weights_correlation(model: nn.Module, images: torch.Tensor, *, sp
 
 
 def heatmap_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(B,) Pearson correlation of two stacks of heatmaps (B, H, W); a constant heatmap counts as 0."""
+    """(B,) Pearson correlation of two stacks of heatmaps (B, H, W). A constant heatmap (all zero when
+    nothing in the image supports the class, common for a re-initialised model) counts as 0."""
     return np.array([np.corrcoef(x.ravel(), y.ravel())[0, 1] if x.std() > 0 and y.std() > 0 else 0.0
                      for x, y in zip(a, b)], dtype=np.float64)
 
@@ -203,8 +204,8 @@ def save_overlay(path, image: np.ndarray, heatmap: np.ndarray, title: str | None
     left.imshow(image.squeeze(), cmap="gray" if gray else None, vmin=0, vmax=255)
     left.set_title("image", fontsize=9)
     right.imshow(overlay_heatmap(image, heatmap))
-    how = f"{METHODS[cam.method]}, {cam.layer.removeprefix('backbone.')}, {cam.map_size[0]}x{cam.map_size[1]}" if cam else ""
-    right.set_title(f"{how} overlay" if cam else "Grad-CAM overlay", fontsize=9)
+    how = f" at {cam.layer.removeprefix('backbone.')} ({cam.map_size[0]}x{cam.map_size[1]} map)" if cam else ""
+    right.set_title(f"{METHODS[cam.method] if cam else 'Grad-CAM'} overlay{how}", fontsize=9)
     for ax in (left, right):
         ax.set_axis_off()
     bar = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps["jet"]), ax=right, fraction=0.046, pad=0.03)
