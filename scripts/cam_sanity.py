@@ -57,8 +57,8 @@ def row(cam: CamLayer, patch, probe) -> str:
     random_share = np.mean([np.mean(cm.inside_outside_ratio(h, corners) > 2) for h in random_maps])
     r_patch = np.mean([heatmap_correlation(trained, h).mean() for h in random_maps])
     if probe is None:
-        return (f"| {cam.layer.removeprefix('backbone.')} | {cam.map_size[0]}x{cam.map_size[1]} | {np.mean(ratio > 2):.2f} "
-                f"| {np.median(ratio):.2f} | {random_share:.2f} | {r_patch:.2f} |")
+        return (f"| {cam.layer.removeprefix('backbone.')} | {cam.map_size[0]}x{cam.map_size[1]} "
+                f"| {np.mean(ratio > 2):.2f} | {np.median(ratio):.2f} | {random_share:.2f} | {r_patch:.2f} |")
     (model, spec, x, target, _), randoms = probe
     real = compute_gradcam(model, x, spec=spec, target_classes=target, cam=cam)
     r_real = np.mean([heatmap_correlation(real, compute_gradcam(m, x, spec=spec, target_classes=target, cam=cam))
