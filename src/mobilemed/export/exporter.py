@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilemed.checkpoint import load_checkpoint
+from mobilemed.checkpoint import load_checkpoint, load_ood_detector
 from mobilemed.errors import MobilemedError
 from mobilemed.export.onnx_file import write_onnx
 from mobilemed.export.run_images import run_split_images
@@ -45,6 +45,7 @@ def export_checkpoint(checkpoint, out=None, *, int8: bool = False, calibration_s
     out = Path(out) if out else checkpoint.with_suffix(".int8.onnx" if int8 else ".onnx")
     _check_out(out, checkpoint)
     model, spec = load_checkpoint(checkpoint)
+    detector = load_ood_detector(checkpoint)
     run_dir = checkpoint.parent
     val_images, val_labels = run_split_images(run_dir, "val", spec, progress=progress)
     # Both paths see the same uint8 pixels at the model's size (MedMNIST arrives at 28 px), so the
@@ -53,12 +54,15 @@ def export_checkpoint(checkpoint, out=None, *, int8: bool = False, calibration_s
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path = out if not int8 else Path(tmp) / "fp32.onnx"
         summary = {"trained_on": run_summary(run_dir)}
-        write_onnx(model, spec, fp32_path, extra_metadata={"precision": "fp32", **summary})
-        reference = _torch_logits(model, spec, val_images)
-        fp32 = OnnxModel(fp32_path).logits(val_images)
+        write_onnx(model, spec, fp32_path, detector=detector, extra_metadata={"precision": "fp32", **summary})
+        reference, reference_ood = _torch_outputs(model, spec, detector, val_images)
+        fp32 = OnnxModel(fp32_path).forward(val_images)
         parity = {"checkpoint": str(checkpoint), "precision": "int8" if int8 else "fp32",
                   "validation_images": len(val_images),
-                  "fp32_max_abs_logit_diff": float(np.abs(fp32 - reference).max())}
+                  "fp32_max_abs_logit_diff": float(np.abs(fp32["logits"] - reference).max())}
+        if detector is not None:  # float32 in the graph against the detector's float64: a relative check
+            parity["fp32_max_rel_ood_score_diff"] = float(np.max(np.abs(fp32["ood_score"] - reference_ood)
+                                                                 / np.maximum(np.abs(reference_ood), 1e-6)))
         if parity["fp32_max_abs_logit_diff"] > FP32_TOLERANCE:
             out.unlink(missing_ok=True)
             raise MobilemedError(f"export of {checkpoint}: the ONNX graph's logits differ from the checkpoint's "
@@ -67,8 +71,11 @@ def export_checkpoint(checkpoint, out=None, *, int8: bool = False, calibration_s
         parity["checkpoint_val"] = _scores(reference, val_labels, spec)
         if int8:
             parity.update(_write_int8(fp32_path, out, spec, run_dir, calibration_size, progress, summary))
-            int8_logits = OnnxModel(out).logits(val_images)
+            int8_out = OnnxModel(out).forward(val_images)
+            int8_logits = int8_out["logits"]
             parity["int8_val"] = _scores(int8_logits, val_labels, spec)
+            if detector is not None:  # about 1 - the OOD quantile when int8 features keep the detector's scale
+                parity["int8_val_ood_flagged_share"] = float(np.mean(int8_out["ood_score"] > spec.ood_threshold))
             parity["int8_max_abs_logit_diff"] = float(np.abs(int8_logits - reference).max())
     parity_path = out.with_name(out.name + ".parity.json")
     with atomic_write(parity_path) as handle:
@@ -85,10 +92,12 @@ def _check_out(out: Path, checkpoint: Path) -> None:
         raise MobilemedError("--out names the checkpoint itself; choose another file")
 
 
-def _torch_logits(model, spec, images: np.ndarray) -> np.ndarray:
-    from mobilemed.batch_predict import predict_logits
+def _torch_outputs(model, spec, detector, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The checkpoint's own logits and OOD scores (the torch path predict uses)."""
+    from mobilemed.batch_predict import predict_features_and_logits
 
-    return predict_logits(model, images, spec, tta=spec.tta)
+    features, logits = predict_features_and_logits(model, images, spec, tta=spec.tta)
+    return logits, None if detector is None else detector.score(features)
 
 
 def _write_int8(fp32_path: Path, out: Path, spec, run_dir: Path, calibration_size: int, progress: bool,

@@ -52,12 +52,15 @@ def quantize_int8(fp32_path, out_path, calibration: np.ndarray, *, batch_size: i
 
 
 def _quantize(fp32_path, prepared: Path, quantised: Path, reader) -> None:
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    # The OOD detector's distance stays in float: its threshold was set on float scores.
+    detector_nodes = [node.name for node in onnx.load(str(prepared)).graph.node if node.name.startswith("/ood/")]
     quantize_static(str(prepared), str(quantised), reader, quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=detector_nodes, per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     op_types_to_quantize=QUANTISED_OPS, calibrate_method=CalibrationMethod.Percentile,
                     extra_options={"CalibPercentile": PERCENTILE})
 
