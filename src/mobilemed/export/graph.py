@@ -16,24 +16,27 @@ from mobilemed.spec import ModelSpec
 
 
 class OodScore(nn.Module):
-    """MahalanobisDetector.score as tensor ops: (N, D) features -> (N,) smallest squared distance."""
+    """MahalanobisDetector.score as tensor ops: (N, D) features -> (N,) smallest squared distance.
+
+    In float64, as the detector computes it: a precision matrix fitted on few images is badly conditioned
+    (entries of 1e16 are possible), and float32 would then lose the distance to rounding."""
 
     def __init__(self, detector: MahalanobisDetector):
         super().__init__()
         self.normalize = detector.normalize
-        self.register_buffer("means", torch.as_tensor(detector.means_, dtype=torch.float32))  # (K, D)
-        self.register_buffer("precision", torch.as_tensor(detector.precision_, dtype=torch.float32))  # (D, D)
+        self.register_buffer("means", torch.as_tensor(detector.means_, dtype=torch.float64))  # (K, D)
+        self.register_buffer("precision", torch.as_tensor(detector.precision_, dtype=torch.float64))  # (D, D)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = features
+        x = features.double()
         if self.normalize:
             x = x / torch.clamp(torch.linalg.vector_norm(x, dim=-1, keepdim=True), min=1e-12)
         centred = x[:, None, :] - self.means[None]  # (N, K, D)
-        return ((centred @ self.precision) * centred).sum(-1).min(dim=1).values  # (N,)
+        return ((centred @ self.precision) * centred).sum(-1).min(dim=1).values  # (N,) float64
 
 
 class ExportModule(nn.Module):
-    """(N, S, S, in_chans) uint8 -> logits (N, num_outputs), features (N, D)[, ood_score (N,)], float32.
+    """(N, S, S, in_chans) uint8 -> logits (N, num_outputs), features (N, D) float32[, ood_score (N,) float64].
 
     With spec.tta the logits are averaged over the image and its four shifted copies; the features (and
     so the OOD score) are the unshifted image's, exactly as predict_features_and_logits computes them."""
