@@ -35,7 +35,8 @@ FLOORS = {
     "engines": 5,  # torch or ONNX Runtime behind one predictor
     "export.graph": 4, "export.onnx_file": 4,  # the graph and its file: what engines export in memory
     "training": 6, "export": 6, "recalibration": 6, "prediction": 6,
-    "evaluate_model": 7,  # writes metrics.json with training.run_folder's writer  # export checks parity with evaluation's metrics
+    "evaluate_model": 7,  # writes metrics.json with training.run_folder's writer
+    "api": 8,  # the Python API: one function per command, beside the CLI  # export checks parity with evaluation's metrics
     "service": 7,
     "cli": 8,
     "__init__": 9, "__main__": 9,  # the package's public face may import from anywhere

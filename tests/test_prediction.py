@@ -130,3 +130,17 @@ def test_the_export_carries_the_ood_detector(exported):
     images = np.stack([predictor.read_image(f) for f in sorted((data / "test").rglob("*.png"))])
     out = model.forward(images)
     np.testing.assert_allclose(out["ood_score"], detector.score(out["features"]), rtol=1e-6)
+
+
+def test_evaluate_model_is_a_library_verb_with_the_clis_guarantees(exported, tmp_path):
+    """Called from Python: the run's own test split, the OOD block, and nothing written without `out`."""
+    from mobilemed.engines import load_predictor
+    from mobilemed.evaluate_model import evaluate_model
+
+    checkpoint, _, data = exported
+    done = evaluate_model(load_predictor(checkpoint, engine="torch"), str(data), n_bootstrap=0)
+    assert done.out is None and done.metrics["n"] == len(done.labels) == 16
+    assert done.metrics["evaluation"]["split"] == "test" and "ood" in done.metrics
+    assert done.probabilities.shape == (16,) and set(np.unique(done.labels)) == {0, 1}
+    external = evaluate_model(checkpoint, str(data / "test"), split="all", n_bootstrap=0, out=tmp_path / "ext")
+    assert external.metrics["n"] == 16 and (tmp_path / "ext" / "metrics.json").is_file()
