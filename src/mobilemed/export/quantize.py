@@ -3,6 +3,7 @@ caller chooses (export passes the run's validation images, never test)."""
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import tempfile
 from pathlib import Path
@@ -36,15 +37,24 @@ def quantize_int8(fp32_path, out_path, calibration: np.ndarray, *, batch_size: i
     used = len(calibration) // size * size
 
     class Reader(CalibrationDataReader):
+        """Batch by batch; set_range lets the calibrator take one batch per pass (see _quantize)."""
+
         def __init__(self):
-            self.batches = iter([{INPUT_NAME: calibration[i:i + size]} for i in range(0, used, size)])
+            self.starts = list(range(0, used, size))
+            self.set_range(0, len(self.starts))
+
+        def __len__(self):
+            return len(self.starts)
+
+        def set_range(self, start_index: int, end_index: int):
+            self.batches = iter([{INPUT_NAME: calibration[i:i + size]} for i in self.starts[start_index:end_index]])
 
         def get_next(self):
             return next(self.batches, None)
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared, quantised = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
-        with _quiet_root_logger():
+        with _quiet_root_logger(), contextlib.redirect_stdout(io.StringIO()):  # it prints its progress
             _quantize(fp32_path, prepared, quantised, Reader())
         with atomic_write(out_path, "wb") as handle:
             handle.write(quantised.read_bytes())
@@ -62,7 +72,9 @@ def _quantize(fp32_path, prepared: Path, quantised: Path, reader) -> None:
     quantize_static(str(prepared), str(quantised), reader, quant_format=QuantFormat.QDQ,
                     nodes_to_exclude=detector_nodes, per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     op_types_to_quantize=QUANTISED_OPS, calibrate_method=CalibrationMethod.Percentile,
-                    extra_options={"CalibPercentile": PERCENTILE})
+                    # One batch per collection pass, histograms merged across passes: otherwise the calibrator
+                    # keeps every intermediate tensor of every calibration image (~40 MB per 224 px image).
+                    extra_options={"CalibPercentile": PERCENTILE, "CalibStridedMinMax": 1})
 
 
 @contextlib.contextmanager
