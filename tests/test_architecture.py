@@ -29,9 +29,14 @@ FLOORS = {
     "export.metadata": 1,  # the spec inside an .onnx file: read by the torch-free path
     "data": 2, "models": 2,
     "checkpoint": 3, "batch_predict": 3, "assets": 3,  # assets.weights checks files against the registry
+    "predictions": 3,  # one Predictions type and its OOD flags, for the torch and the ONNX path
     "inference": 4, "onnx_model": 4,  # what a deployment runs: below everything that evaluates or explains
     "evaluation": 5, "explain": 5,
-    "training": 6, "export": 6, "recalibration": 6,  # export checks parity with evaluation's metrics
+    "engines": 5,  # torch or ONNX Runtime behind one predictor
+    "export.graph": 4, "export.onnx_file": 4,  # the graph and its file: what engines export in memory
+    "training": 6, "export": 6, "recalibration": 6, "prediction": 6,
+    "evaluate_model": 7,  # writes metrics.json with training.run_folder's writer
+    "api": 8,  # the Python API: one function per command, beside the CLI  # export checks parity with evaluation's metrics
     "service": 7,
     "cli": 8,
     "__init__": 9, "__main__": 9,  # the package's public face may import from anywhere
@@ -43,7 +48,8 @@ NEVER = {"io": {"torch", "torchvision"}, "evaluation": {"torch", "torchvision"},
          "inference": {"scipy", "sklearn", "matplotlib", "pandas"},
          # the reading-room path: numpy, Pillow, pydicom and onnxruntime only (the test in tests/export proves
          # it at run time too)
-         "onnx_model": {"torch", "torchvision", "scipy", "sklearn", "matplotlib", "pandas"}}
+         "onnx_model": {"torch", "torchvision", "scipy", "sklearn", "matplotlib", "pandas"},
+         "predictions": {"torch", "torchvision", "scipy", "sklearn", "matplotlib", "pandas"}}
 
 
 def module_name(path: Path) -> str:

@@ -20,7 +20,7 @@ def test_predictions_follow_the_stored_threshold(gray_checkpoint):
     expected = np.where(result.probabilities >= threshold, "pneumonia", "normal")
     assert result.labels == expected.tolist()
     predictor.spec.thresholds = [0.0]
-    assert set(predictor.predicted_labels(result.probabilities)) == {"pneumonia"}
+    assert set(predictor.predict_files([data / "test"]).labels) == {"pneumonia"}
 
 
 def test_temperature_is_applied(gray_checkpoint):

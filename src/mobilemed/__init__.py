@@ -1,5 +1,19 @@
-"""mobilemed: medical image classification with MobileNet, offline-first and fast on CPU."""
+"""mobilemed: medical image classification with MobileNet, offline-first and fast on CPU.
+
+The Python API mirrors the CLI one to one (see mobilemed.api): train, evaluate, predict, explain, audit,
+export, and load_model. They are imported on first use, so `import mobilemed` stays light.
+"""
+from mobilemed.errors import MobilemedError
 from mobilemed.spec import ModelSpec
 
 __version__ = "0.1.0"
-__all__ = ["ModelSpec", "__version__"]
+API = ("train", "evaluate", "predict", "explain", "audit", "export", "load_model")
+__all__ = ["ModelSpec", "MobilemedError", "__version__", *API]
+
+
+def __getattr__(name: str):
+    if name in API:
+        from mobilemed import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'mobilemed' has no attribute {name!r}")

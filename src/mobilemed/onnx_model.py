@@ -15,10 +15,11 @@ from mobilemed.errors import MissingExtraError, MobilemedError
 from mobilemed.export.metadata import INPUT_NAME, read_metadata
 from mobilemed.io.images import read_image
 from mobilemed.io.pixels import match_channels, resize_batch
+from mobilemed.predictions import Predictions, answer
 
 
 class OnnxModel:
-    """forward(pixels) -> (logits, features), like a checkpoint's model but in ONNX Runtime."""
+    """A `mobilemed export` file in ONNX Runtime: the same predict_images / read_image as inference.Predictor."""
 
     def __init__(self, path, *, threads: int | None = None):
         ort = _require_onnxruntime()
@@ -36,8 +37,8 @@ class OnnxModel:
         self.path = path
         self.spec, self.extra = read_metadata(self.session.get_modelmeta().custom_metadata_map, path)
 
-    def forward(self, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """(N, H, W[, C]) uint8 -> logits (N, num_outputs), features (N, D), float32.
+    def forward(self, images: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
+        """(N, H, W[, C]) uint8 -> {"logits": (N, num_outputs), "features": (N, D)[, "ood_score": (N,)]}.
 
         Images not at the model's size are resized first (bilinear, as files are read)."""
         images = np.asarray(images)
@@ -45,15 +46,18 @@ class OnnxModel:
             raise MobilemedError(f"{self.path} takes uint8 pixels; got {images.dtype}")
         images = resize_batch(images, self.spec.image_size)
         pixels = match_channels(np.ascontiguousarray(images), self.spec.in_chans)
-        logits, features = [], []
-        for start in range(0, len(pixels), batch_size):
-            out = self.session.run(None, {INPUT_NAME: pixels[start:start + batch_size]})
-            logits.append(out[0])
-            features.append(out[1])
-        return np.concatenate(logits).astype(np.float32), np.concatenate(features).astype(np.float32)
+        names = [output.name for output in self.session.get_outputs()]
+        chunks = [self.session.run(None, {INPUT_NAME: pixels[start:start + batch_size]})
+                  for start in range(0, len(pixels), batch_size)]
+        return {name: np.concatenate([chunk[i] for chunk in chunks]) for i, name in enumerate(names)}
 
     def logits(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        return self.forward(images, batch_size)[0]
+        return self.forward(images, batch_size)["logits"].astype(np.float32)
+
+    def predict_images(self, images: np.ndarray, files) -> Predictions:
+        """Decisions (and OOD flags when the export carries a detector) for uint8 pixels of `files`."""
+        out = self.forward(images)
+        return answer(self.spec, out["logits"].astype(np.float32), files, out.get("ood_score"))
 
     def read_image(self, file) -> np.ndarray:
         """The file's pixels as this model reads them: its input size and its DICOM window choice."""

@@ -102,7 +102,7 @@ def test_predict_writes_one_row_per_file(capsys, tiny_checkpoint, tmp_path):
     code, _, err = run_cli(capsys, "predict", checkpoint, data / "test", "--out", out)
     assert code == 0, err
     lines = out.read_text().strip().splitlines()
-    assert lines[0] == "file,prob_pneumonia,predicted,ood_score,in_distribution,ood_reason"
+    assert lines[0] == "file,prob_pneumonia,predicted,ood_score,in_distribution,ood_reason,sop_instance_uid,study_instance_uid"
     assert len(lines) == 1 + len(list((data / "test").rglob("*.png")))
     assert all(line.split(",")[2] in ("normal", "pneumonia") for line in lines[1:])
 
@@ -124,7 +124,7 @@ def test_predict_skip_bad_keeps_every_input_row_in_order_with_the_reason(capsys,
     code, _, err = run_cli(capsys, "predict", checkpoint, folder, "--out", out, "--skip-bad")
     assert code == 0, err
     lines = out.read_text().strip().splitlines()
-    assert lines[0] == "file,prob_pneumonia,predicted,ood_score,in_distribution,ood_reason,error"
+    assert lines[0] == "file,prob_pneumonia,predicted,ood_score,in_distribution,ood_reason,sop_instance_uid,study_instance_uid,error"
     import csv
 
     rows = [[row[0], row[1], row[2], row[-1]] for row in csv.reader(lines[1:])]  # file, prob, predicted, error

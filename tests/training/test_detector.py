@@ -50,7 +50,7 @@ def test_predict_writes_ood_columns_and_flags_foreign_images(tiny_run, tmp_path,
     out = tmp_path / "p.csv"
     assert main(["--quiet", "predict", str(checkpoint), str(foreign), str(data / "test"), "--out", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0])[-3:] == ["ood_score", "in_distribution", "ood_reason"]
+    assert list(rows[0])[-5:-2] == ["ood_score", "in_distribution", "ood_reason"]
     stripes = [r for r in rows if "stripes" in r["file"]]
     assert all(r["in_distribution"] == "false" and "above the model's threshold" in r["ood_reason"] for r in stripes)
     own = [r for r in rows if "stripes" not in r["file"]]
@@ -150,5 +150,13 @@ def test_kermany_model_flags_the_abdominal_ct(kermany_probe, shared):
 
 
 def test_bad_ood_quantile_stops_before_training(blob_folder, tmp_path, capsys):
-    assert main(["train", str(blob_folder), "--out", str(tmp_path / "run"), "--ood-quantile", "1.5"]) == 2
-    assert "--ood-quantile is a quantile in (0, 1]" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    with pytest.raises(SystemExit) as exit_info:  # refused by the parser, before anything is read or written
+        main(["train", str(blob_folder), "--out", str(tmp_path / "run"), "--ood-quantile", "1.5"])
+    assert exit_info.value.code == 2 and not (tmp_path / "run").exists()
+    assert "--ood-quantile: 1.5 is out of range; use a number in (0, 1]" in capsys.readouterr().err
+    from mobilemed.training.config import TrainConfig
+
+    from mobilemed.errors import MobilemedError
+
+    with pytest.raises(MobilemedError, match="quantile"):  # a Python caller gets the same refusal
+        TrainConfig(ood_quantile=1.5)

@@ -46,5 +46,6 @@ POSITIVE_INT = int_at_least(1)
 NON_NEGATIVE_INT = int_at_least(0)
 FRACTION = float_in(0.0, 1.0)                                  # [0, 1)
 PROBABILITY_TARGET = float_in(0.0, 1.0, low_open=True)         # (0, 1)
+QUANTILE = float_in(0.0, 1.0, low_open=True, high_open=False)  # (0, 1]
 POSITIVE_FLOAT = float_in(0.0, math.inf, low_open=True)        # (0, inf)
 NON_NEGATIVE_FLOAT = float_in(0.0, math.inf)                   # [0, inf)

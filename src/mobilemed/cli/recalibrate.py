@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from mobilemed.cli.argtypes import PROBABILITY_TARGET
+from mobilemed.cli.argtypes import PROBABILITY_TARGET, QUANTILE
 from mobilemed.cli.common import add_data_arguments, data_options, operating_rule
 from mobilemed.evaluation.thresholds import RULES
 
@@ -24,8 +24,8 @@ def add_arguments(parser) -> None:
                         help="refit the temperature on the sample (default on)")
     parser.add_argument("--refit-ood", action="store_true",
                         help="also move the out-of-distribution threshold to a quantile of the sample's scores")
-    parser.add_argument("--ood-quantile", type=PROBABILITY_TARGET,
-                        help="quantile for --refit-ood, in (0, 1) (default: the training one)")
+    parser.add_argument("--ood-quantile", type=QUANTILE,
+                        help="quantile for --refit-ood, in (0, 1] (default: the training one)")
 
 
 def run(args) -> int:

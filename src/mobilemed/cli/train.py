@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mobilemed.cli.argtypes import (FRACTION, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT,
-                                    PROBABILITY_TARGET)
+                                    PROBABILITY_TARGET, QUANTILE)
 from mobilemed.cli.common import add_data_arguments, data_options, operating_rule
 from mobilemed.errors import MobilemedError
 from mobilemed.training.config import MODES, TrainConfig
@@ -58,8 +58,8 @@ def add_arguments(parser) -> None:
     op.add_argument("--target-specificity", type=PROBABILITY_TARGET,
                     help="choose the threshold that reaches this specificity, in (0, 1)")
     op.add_argument("--calibrate", action="store_true", help="fit temperature scaling on validation")
-    op.add_argument("--ood-quantile", type=PROBABILITY_TARGET, default=0.99,
-                    help="out-of-distribution threshold: this quantile of the validation images' scores, in (0, 1)")
+    op.add_argument("--ood-quantile", type=QUANTILE, default=0.99,
+                    help="out-of-distribution threshold: this quantile of the validation images' scores, in (0, 1]")
     parser.add_argument("--n-bootstrap", type=NON_NEGATIVE_INT, default=1000,
                         help="bootstrap resamples for the test CIs (0: no intervals)")
     parser.add_argument("--no-gallery", action="store_true", help="skip the Grad-CAM gallery")

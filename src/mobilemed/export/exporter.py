@@ -6,6 +6,7 @@ for the checkpoint and for itself, so its cost is known before anyone deploys it
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilemed.checkpoint import load_checkpoint
+from mobilemed.checkpoint import load_checkpoint, load_ood_detector
 from mobilemed.errors import MobilemedError
 from mobilemed.export.onnx_file import write_onnx
 from mobilemed.export.run_images import run_split_images
@@ -45,6 +46,7 @@ def export_checkpoint(checkpoint, out=None, *, int8: bool = False, calibration_s
     out = Path(out) if out else checkpoint.with_suffix(".int8.onnx" if int8 else ".onnx")
     _check_out(out, checkpoint)
     model, spec = load_checkpoint(checkpoint)
+    detector = load_ood_detector(checkpoint)
     run_dir = checkpoint.parent
     val_images, val_labels = run_split_images(run_dir, "val", spec, progress=progress)
     # Both paths see the same uint8 pixels at the model's size (MedMNIST arrives at 28 px), so the
@@ -53,12 +55,15 @@ def export_checkpoint(checkpoint, out=None, *, int8: bool = False, calibration_s
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path = out if not int8 else Path(tmp) / "fp32.onnx"
         summary = {"trained_on": run_summary(run_dir)}
-        write_onnx(model, spec, fp32_path, extra_metadata={"precision": "fp32", **summary})
-        reference = _torch_logits(model, spec, val_images)
-        fp32 = OnnxModel(fp32_path).logits(val_images)
+        write_onnx(model, spec, fp32_path, detector=detector, extra_metadata={"precision": "fp32", **summary})
+        reference, reference_ood = _torch_outputs(model, spec, detector, val_images)
+        fp32 = OnnxModel(fp32_path).forward(val_images)
         parity = {"checkpoint": str(checkpoint), "precision": "int8" if int8 else "fp32",
                   "validation_images": len(val_images),
-                  "fp32_max_abs_logit_diff": float(np.abs(fp32 - reference).max())}
+                  "fp32_max_abs_logit_diff": float(np.abs(fp32["logits"] - reference).max())}
+        if detector is not None:  # float32 in the graph against the detector's float64: a relative check
+            parity["fp32_max_rel_ood_score_diff"] = float(np.max(np.abs(fp32["ood_score"] - reference_ood)
+                                                                 / np.maximum(np.abs(reference_ood), 1e-6)))
         if parity["fp32_max_abs_logit_diff"] > FP32_TOLERANCE:
             out.unlink(missing_ok=True)
             raise MobilemedError(f"export of {checkpoint}: the ONNX graph's logits differ from the checkpoint's "
@@ -66,10 +71,8 @@ def export_checkpoint(checkpoint, out=None, *, int8: bool = False, calibration_s
                                  "was written. Run with --debug and report this as a bug")
         parity["checkpoint_val"] = _scores(reference, val_labels, spec)
         if int8:
-            parity.update(_write_int8(fp32_path, out, spec, run_dir, calibration_size, progress, summary))
-            int8_logits = OnnxModel(out).logits(val_images)
-            parity["int8_val"] = _scores(int8_logits, val_labels, spec)
-            parity["int8_max_abs_logit_diff"] = float(np.abs(int8_logits - reference).max())
+            parity.update(_write_int8(fp32_path, out, spec, detector, run_dir, calibration_size, progress, summary,
+                                      val_images, val_labels, reference))
     parity_path = out.with_name(out.name + ".parity.json")
     with atomic_write(parity_path) as handle:
         json.dump(parity, handle, indent=2)
@@ -85,30 +88,79 @@ def _check_out(out: Path, checkpoint: Path) -> None:
         raise MobilemedError("--out names the checkpoint itself; choose another file")
 
 
-def _torch_logits(model, spec, images: np.ndarray) -> np.ndarray:
-    from mobilemed.batch_predict import predict_logits
+def _torch_outputs(model, spec, detector, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The checkpoint's own logits and OOD scores (the torch path predict uses)."""
+    from mobilemed.batch_predict import predict_features_and_logits
 
-    return predict_logits(model, images, spec, tta=spec.tta)
+    features, logits = predict_features_and_logits(model, images, spec, tta=spec.tta)
+    return logits, None if detector is None else detector.score(features)
 
 
-def _write_int8(fp32_path: Path, out: Path, spec, run_dir: Path, calibration_size: int, progress: bool,
-                summary: dict) -> dict:
-    import onnx
+def _write_int8(fp32_path: Path, out: Path, spec, detector, run_dir: Path, calibration_size: int, progress: bool,
+                summary: dict, val_images: np.ndarray, val_labels: np.ndarray, reference: np.ndarray) -> dict:
+    """Quantise, then choose the int8 model's own operating point on validation and write it into the file.
 
-    from mobilemed.export.metadata import set_metadata
+    int8 moves the logits (by up to a few units on a 224-px probe) while keeping their ranking: the AUROC
+    barely changes but a threshold chosen on fp32 logits no longer sits where its rule put it. The int8 file
+    is a model of its own, so it gets its threshold, temperature and OOD threshold the way training chose
+    the checkpoint's: by the same rule, on the same validation split; the spec records both."""
     from mobilemed.export.quantize import PERCENTILE, quantize_int8
     from mobilemed.io.pixels import match_channels
+    from mobilemed.onnx_model import OnnxModel
 
     # Calibration uses the run's validation images only: scales fitted on test would leak it.
     calibration, _ = run_split_images(run_dir, "val", spec, progress=progress, limit=calibration_size)
     used = quantize_int8(fp32_path, out, match_channels(resize_batch(calibration, spec.image_size), spec.in_chans))
     details = {"calibration_split": "val", "calibration_images": used, "format": "QDQ", "per_channel": True,
                "activations": "uint8", "weights": "int8", "calibration_method": f"percentile {PERCENTILE}"}
-    proto = onnx.load(str(out))
-    set_metadata(proto, spec, {"precision": "int8", "quantization": details, **summary})
-    with atomic_write(out, "wb") as handle:
+    int8_out = OnnxModel(out).forward(val_images)
+    own = int8_operating_point(spec, detector, int8_out, val_labels)
+    _set_file_metadata(out, own, {"precision": "int8", "quantization": details, **summary})
+    report = {"quantization": details, "int8_max_abs_logit_diff": float(np.abs(int8_out["logits"] - reference).max()),
+              "int8_val_at_checkpoint_operating_point": _scores(int8_out["logits"], val_labels, spec),
+              "int8_val": _scores(int8_out["logits"], val_labels, own),
+              "int8_operating_point": {"thresholds": own.thresholds, "temperature": own.temperature,
+                                       "ood_threshold": own.ood_threshold}}
+    if detector is not None:
+        report["int8_val_ood_flagged_share"] = float(np.mean(int8_out["ood_score"] > own.ood_threshold))
+    return report
+
+
+def int8_operating_point(spec, detector, int8_out: dict, labels: np.ndarray):
+    """The spec with thresholds, temperature and OOD threshold re-chosen on the int8 outputs of validation
+    images, by the rules the checkpoint's provenance records."""
+    from mobilemed.decision import probabilities
+    from mobilemed.evaluation.calibration import fit_temperature
+    from mobilemed.evaluation.thresholds import choose_thresholds
+
+    record = dict(spec.provenance or {})
+    rule = (record.get("thresholds") or {}).get("rule", spec.threshold_rule)
+    target = (record.get("thresholds") or {}).get("target")
+    logits = int8_out["logits"]
+    calibrated = isinstance(record.get("temperature"), dict)  # training fitted one: refit it for int8
+    temperature = float(fit_temperature(logits, labels, task=spec.task)) if calibrated else spec.temperature
+    probs = probabilities(logits, spec, temperature)
+    thresholds = [float(t) for t in choose_thresholds(labels, probs, task=spec.task, rule=rule, target=target)] \
+        or spec.thresholds
+    ood_threshold = spec.ood_threshold
+    if detector is not None and "ood_score" in int8_out:
+        ood_threshold = float(np.quantile(int8_out["ood_score"], detector.quantile_))
+    record["int8"] = {"split": "val", "n": int(len(labels)), "rule": rule, "target": target,
+                      "checkpoint_thresholds": spec.thresholds, "checkpoint_temperature": spec.temperature,
+                      "checkpoint_ood_threshold": spec.ood_threshold}
+    return dataclasses.replace(spec, thresholds=thresholds, temperature=temperature, ood_threshold=ood_threshold,
+                               provenance=record)
+
+
+def _set_file_metadata(path: Path, spec, extra: dict) -> None:
+    import onnx
+
+    from mobilemed.export.metadata import set_metadata
+
+    proto = onnx.load(str(path))
+    set_metadata(proto, spec, extra)
+    with atomic_write(path, "wb") as handle:
         handle.write(proto.SerializeToString())
-    return {"quantization": details}
 
 
 def _scores(logits: np.ndarray, labels: np.ndarray, spec) -> dict:

@@ -10,8 +10,7 @@ from mobilemed.errors import MobilemedError
 from mobilemed.spec import ModelSpec
 
 FORMAT = "mobilemed-onnx-1"
-INPUT_NAME = "pixels"
-OUTPUT_NAMES = ("logits", "features")
+INPUT_NAME = "pixels"  # outputs: "logits", "features" and, when the model has a detector, "ood_score"
 
 
 def set_metadata(proto, spec: ModelSpec, extra: dict) -> None:

@@ -7,24 +7,26 @@ from pathlib import Path
 import torch
 
 from mobilemed.errors import MissingExtraError
-from mobilemed.export.graph import ExportModule, example_input
-from mobilemed.export.metadata import INPUT_NAME, OUTPUT_NAMES, set_metadata
+from mobilemed.export.graph import ExportModule, example_input, output_names
+from mobilemed.export.metadata import INPUT_NAME, set_metadata
 from mobilemed.fsutil import atomic_write
 from mobilemed.spec import ModelSpec
 
 OPSET = 17
 
 
-def write_onnx(model: torch.nn.Module, spec: ModelSpec, path, *, extra_metadata: dict | None = None) -> Path:
-    """Export model + preprocessing to `path` atomically, with the spec in the file's metadata.
+def write_onnx(model: torch.nn.Module, spec: ModelSpec, path, *, detector=None,
+               extra_metadata: dict | None = None) -> Path:
+    """Export model + preprocessing (+ the OOD detector when given) to `path` atomically, with the spec in the
+    file's metadata.
 
     Uses torch's TorchScript-based exporter (dynamo=False): the dynamo exporter needs onnxscript, which is
     not a dependency, and MobileNet's plain conv graph exports exactly through the TorchScript path."""
     onnx = _require_onnx()
-    module = ExportModule(model, spec).eval()
+    module = ExportModule(model, spec, detector).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
-        buffer = _export_to_bytes(module, spec)
+        buffer = _export_to_bytes(module, spec, output_names(detector))
     proto = onnx.load_from_string(buffer)
     set_metadata(proto, spec, extra_metadata or {})
     with atomic_write(path, "wb") as handle:
@@ -32,14 +34,14 @@ def write_onnx(model: torch.nn.Module, spec: ModelSpec, path, *, extra_metadata:
     return Path(path)
 
 
-def _export_to_bytes(module: ExportModule, spec: ModelSpec) -> bytes:
+def _export_to_bytes(module: ExportModule, spec: ModelSpec, outputs: tuple[str, ...]) -> bytes:
     import io
 
     buffer = io.BytesIO()
-    dynamic = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}}
+    dynamic = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in outputs}}
     with torch.inference_mode(False), torch.no_grad():
         torch.onnx.export(module, (example_input(spec),), buffer, dynamo=False, input_names=[INPUT_NAME],
-                          output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic, opset_version=OPSET)
+                          output_names=list(outputs), dynamic_axes=dynamic, opset_version=OPSET)
     return buffer.getvalue()
 
 

@@ -102,6 +102,12 @@ def dicom_modality(path) -> tuple[str, str]:
     return tuple(str(ds.get(tag, "") or "").strip().upper() for tag in ("Modality", "BodyPartExamined"))
 
 
+def dicom_uids(path) -> tuple[str, str]:
+    """(SOPInstanceUID, StudyInstanceUID) from the header, "" where absent: what ties a prediction back to PACS."""
+    ds = _read_dataset(path, stop_before_pixels=True)
+    return tuple(str(ds.get(tag, "") or "").strip() for tag in ("SOPInstanceUID", "StudyInstanceUID"))
+
+
 def _read_dataset(path, *, stop_before_pixels: bool = False):
     import pydicom
     from pydicom.errors import InvalidDicomError
