@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mobilemed import run_files
+
 
 def run_summary(run_dir: Path) -> dict:
     """What the model was trained on and how it scored on test, from the run folder (empty when absent)."""
-    metrics_file, config_file = run_dir / "metrics.json", run_dir / "config.yaml"
+    metrics_file, config_file = run_dir / run_files.METRICS, run_dir / run_files.CONFIG
     summary = {}
     if config_file.is_file():
         import yaml
