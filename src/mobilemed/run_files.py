@@ -29,6 +29,13 @@ GALLERY = "gallery"
 GALLERY_INDEX = "gallery.json"
 
 
+def config_value(config: dict, part: str, name: str, default=None):
+    """A field of config.yaml's "config" section: grouped by part since version 2 (config["model"]["mode"]),
+    flat before (config["mode"]), so a reader understands runs of either age."""
+    section = config.get(part)
+    return section.get(name, default) if isinstance(section, dict) else config.get(name, default)
+
+
 def predictions_file(split: str) -> str:
     return f"predictions_{split}.npz"
 

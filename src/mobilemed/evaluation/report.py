@@ -102,7 +102,7 @@ def _summary(run: RunData, split: str | None, metrics: dict | None) -> str:
     pairs = [("Data", config.get("data", "not recorded")), ("Task", task), ("Classes", ", ".join(classes or [])),
              ("Model", f"{spec.get('arch', '?')}, {spec.get('image_size', '?')} px, "
                        f"{spec.get('in_chans', '?')} channel(s)" if spec else "not recorded"),
-             ("Training mode", config.get("mode", "not recorded")),
+             ("Training mode", run_files.config_value(config, "model", "mode", "not recorded")),
              ("Operating point", _operating_point(spec, task)),
              ("Temperature", f"{spec.get('temperature', 1.0):.3f}" if spec else "not recorded"),
              *_evaluated(split, metrics),

@@ -16,7 +16,7 @@ def run_summary(run_dir: Path) -> dict:
         import yaml
 
         config = yaml.safe_load(config_file.read_text()).get("config", {})
-        summary.update(data=str(config.get("data")), mode=config.get("mode"))
+        summary.update(data=str(config.get("data")), mode=run_files.config_value(config, "model", "mode"))
     if metrics_file.is_file():
         test = json.loads(metrics_file.read_text()).get("test") or {}
         auroc = test.get("auroc_macro") or {}
