@@ -2,10 +2,11 @@
 
 One owner for the layout: training/run_folder.py writes a run with these names, evaluation/run_data.py,
 checkpoint.py, export/ and the CLI read it with them. It sits on a low floor (numpy only) so that every
-reader can import it; the writers that need torch or yaml stay in training/run_folder.py.
+reader can import it; the writers that need yaml or the image table stay in training/run_folder.py.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,32 @@ REPORT = "report.html"
 PLOTS = "plots"
 GALLERY = "gallery"
 GALLERY_INDEX = "gallery.json"
+
+
+def write_json(path, data) -> None:
+    """A run's JSON file (spec, history, metrics, versions, run state), written atomically."""
+    with atomic_write(path) as handle:
+        json.dump(data, handle, indent=2, default=_json_default)
+        handle.write("\n")
+
+
+def read_json(path):
+    """The JSON file at `path`, or None when it does not exist; a clear error when it is not JSON."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise MobilemedError(f"{path} is not valid JSON ({err}); delete or rewrite it") from err
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def config_value(config: dict, part: str, name: str, default=None):

@@ -23,7 +23,8 @@ def run(args) -> int:
     for file, why in done.skipped:
         print(f"skipped {file}: {why}", file=sys.stderr)
     for image in done.images:
-        print(f"{image.file}: predicted {image.predicted}; {cam_caption(image.target, image.probability)} -> {image.png}")
+        caption = cam_caption(image.target, image.probability)
+        print(f"{image.file}: predicted {image.predicted}; {caption} -> {image.png}")
     print(f"wrote {len(done.images)} overlay(s) to {args.out}"
           + (f"; skipped {len(done.skipped)} unreadable file(s)" if done.skipped else ""))
     return 0

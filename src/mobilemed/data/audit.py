@@ -1,8 +1,9 @@
 """Data audit: what is in each split, and what would make results look better than they are.
 
-`audit_data` reads a source as given and audits it; `audit_table` decodes every image once (threads; PIL and pydicom release the GIL) and reports counts
-and prevalence per split, image sizes / modes / bit depths, unreadable files, exact and near
-duplicates within and across splits, patients in more than one split and label conflicts.
+`audit_data` reads a source with the splits it comes with and audits it. `audit_table` decodes every image
+once (threads; PIL and pydicom release the GIL) and reports counts and prevalence per split, image sizes /
+modes / bit depths, unreadable files, exact and near duplicates within and across splits, patients in more
+than one split and label conflicts.
 `cross_split_checks` is the cheap part training runs every time: patients and identical files across
 splits (only files whose byte size occurs in two splits are hashed).
 """

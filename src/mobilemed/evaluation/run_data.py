@@ -3,7 +3,6 @@ but one is optional."""
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -43,10 +42,10 @@ def load_run(run_dir) -> RunData:
     path = Path(run_dir)
     if not path.is_dir():
         raise MobilemedError(f"run folder {path} does not exist; pass the folder a training run wrote")
-    run = RunData(path=path, config=_yaml(path / rf.CONFIG), spec=_json(path / rf.SPEC),
-                  metrics=_metrics(path / rf.METRICS), history=_json(path / rf.HISTORY),
-                  versions=_json(path / rf.VERSIONS), split_rows=_split_rows(path / rf.SPLIT),
-                  gallery=_json(path / rf.GALLERY / rf.GALLERY_INDEX))
+    run = RunData(path=path, config=_yaml(path / rf.CONFIG), spec=rf.read_json(path / rf.SPEC),
+                  metrics=_metrics(path / rf.METRICS), history=rf.read_json(path / rf.HISTORY),
+                  versions=rf.read_json(path / rf.VERSIONS), split_rows=_split_rows(path / rf.SPLIT),
+                  gallery=rf.read_json(path / rf.GALLERY / rf.GALLERY_INDEX))
     for split in ("val", "test"):
         if (path / rf.predictions_file(split)).is_file():
             run.predictions[split] = read_split_predictions(path, split)
@@ -54,15 +53,6 @@ def load_run(run_dir) -> RunData:
         raise MobilemedError(f"{path} has neither metrics.json nor predictions_*.npz: is it a finished run "
                              f"folder? Train with `mobilemed train` or pass another folder")
     return run
-
-
-def _json(path: Path):
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise MobilemedError(f"{path} is not valid JSON ({err}); delete or rewrite it") from err
 
 
 def _yaml(path: Path):
@@ -77,7 +67,7 @@ def _yaml(path: Path):
 
 
 def _metrics(path: Path) -> dict:
-    data = _json(path) or {}
+    data = rf.read_json(path) or {}
     if "task" in data and "per_class" in data:  # an evaluate output: one split's report at the top level
         return {"test": data}
     return data

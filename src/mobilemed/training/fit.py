@@ -74,8 +74,12 @@ def fit(config: TrainConfig) -> TrainResult:
 def _train_and_finish(run_dir: Path, model, spec: ModelSpec, data: dict, config: TrainConfig,
                       resume) -> TrainResult:
     started = time.perf_counter()
-    train = train_linear_probe if config.model.mode == "linear-probe" else train_network
-    trained = train(model, spec, data, config, run_dir, resume)  # model now holds the best weights
+    progress = config.run.progress
+    if config.model.mode == "linear-probe":
+        trained = train_linear_probe(model, spec, data, config.optim, run_dir, resume, progress=progress)
+    else:
+        trained = train_network(model, spec, data, config.optim, run_dir, resume, progress=progress,
+                                finetune=config.model.mode == "finetune", augment=config.uses_augmentation)
     log.info("training took %.1f s", time.perf_counter() - started)
     return finish_run(run_dir, model, spec, data, config, trained.history, seconds=time.perf_counter() - started,
                       logits=trained.logits)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import platform
 import subprocess
 import sys
@@ -14,12 +13,11 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from mobilemed.data.table import ImageTable
 from mobilemed.fsutil import atomic_write
-from mobilemed.run_files import CONFIG, SPEC, SPLIT, VERSIONS
+from mobilemed.run_files import CONFIG, SPEC, SPLIT, VERSIONS, write_json
 
 PACKAGES = ("mobilemed", "torch", "torchvision", "numpy", "scikit-learn", "scipy", "pydicom", "medmnist",
             "onnxruntime", "pillow", "matplotlib")
@@ -28,20 +26,6 @@ PACKAGES = ("mobilemed", "torch", "torchvision", "numpy", "scikit-learn", "scipy
 def default_run_dir(data: str, mode: str) -> Path:
     name = Path(data).name.removesuffix(".csv") or "data"
     return Path("runs") / f"{name}-{mode}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def write_json(path: Path, data) -> None:
-    with atomic_write(path) as handle:
-        json.dump(data, handle, indent=2, default=_json_default)
-        handle.write("\n")
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def write_config(run_dir: Path, config: dict, spec: dict) -> None:

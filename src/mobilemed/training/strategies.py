@@ -19,7 +19,7 @@ from mobilemed.batch_predict import predict_logits
 from mobilemed import run_files
 from mobilemed.checkpoint import save_checkpoint
 from mobilemed.spec import ModelSpec
-from mobilemed.training.config import OptimConfig, TrainConfig
+from mobilemed.training.config import OptimConfig
 from mobilemed.training.features import frozen_features
 from mobilemed.training.loop import (build_optimizer, build_scheduler, feature_batches, image_batches,
                                      loss_targets, make_loss, train_one_epoch)
@@ -112,33 +112,34 @@ class NetworkPlan:
         return predict_logits(module, self.val_images, self.spec, tta=self.spec.tta)
 
 
-def train_linear_probe(model, spec: ModelSpec, data: dict, config: TrainConfig, run_dir: Path, resume) -> Trained:
+def train_linear_probe(model, spec: ModelSpec, data: dict, optim: OptimConfig, run_dir: Path, resume, *,
+                       progress: bool = True) -> Trained:
     """The tutorial's method done right: frozen eval-mode backbone, features computed once, head trained
-    on them; the val/test logits of the best head come from the same features."""
+    on them; the val/test logits of the best head come from the same features. data: split -> SplitData;
+    resume: last.pt's payload or None. The model ends up holding the best weights."""
     model.freeze_backbone()
-    progress = config.run.progress
     features = {s: torch.from_numpy(frozen_features(model.backbone, d.images, spec, progress=progress))
                 for s, d in data.items() if len(d.images)}
-    plan = ProbePlan(model.head, features, data["train"].labels, spec.task, config.optim.batch_size)
-    optimizer = build_optimizer(model.head.parameters(), name=config.optim.optimizer, lr=config.optim.lr,
-                                weight_decay=config.optim.weight_decay)
-    loop = EpochLoop(model, plan, optimizer, spec, data["val"].labels, config.optim, run_dir, progress=progress,
-                     finetune=False)
+    plan = ProbePlan(model.head, features, data["train"].labels, spec.task, optim.batch_size)
+    optimizer = build_optimizer(model.head.parameters(), name=optim.optimizer, lr=optim.lr,
+                                weight_decay=optim.weight_decay)
+    loop = EpochLoop(model, plan, optimizer, spec, data["val"].labels, optim, run_dir, progress=progress)
     best_state, history = loop.run(resume)
     model.load_state_dict(best_state)
     return Trained(best_state, history, {s: plan.val_logits(model.head, s) for s in features if s != "train"})
 
 
-def train_network(model, spec: ModelSpec, data: dict, config: TrainConfig, run_dir: Path, resume) -> Trained:
-    """Fine-tune (backbone at a lower learning rate, optional head-only warm-up) or train from scratch."""
-    optim, finetune = config.optim, config.model.mode == "finetune"
+def train_network(model, spec: ModelSpec, data: dict, optim: OptimConfig, run_dir: Path, resume, *,
+                  finetune: bool, augment: bool, progress: bool = True) -> Trained:
+    """Fine-tune (backbone at a lower learning rate, optional head-only warm-up) or train from scratch
+    (finetune False). The model ends up holding the best weights."""
     model = model.to(memory_format=torch.channels_last)
     groups = [{"params": model.head.parameters(), "lr": optim.lr},
               {"params": model.backbone.parameters(), "lr": optim.lr * (optim.backbone_lr_scale if finetune else 1)}]
     optimizer = build_optimizer(groups, name=optim.optimizer, lr=optim.lr, weight_decay=optim.weight_decay)
-    plan = NetworkPlan(model, data["train"], data["val"].images, spec, optim.batch_size, config.uses_augmentation)
-    loop = EpochLoop(model, plan, optimizer, spec, data["val"].labels, optim, run_dir,
-                     progress=config.run.progress, finetune=finetune)
+    plan = NetworkPlan(model, data["train"], data["val"].images, spec, optim.batch_size, augment)
+    loop = EpochLoop(model, plan, optimizer, spec, data["val"].labels, optim, run_dir, progress=progress,
+                     finetune=finetune)
     best_state, history = loop.run(resume)
     model.load_state_dict(best_state)
     return Trained(best_state, history)
