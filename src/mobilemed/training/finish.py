@@ -13,7 +13,6 @@ from mobilemed.batch_predict import predict_logits
 from mobilemed.checkpoint import ood_payload, save_checkpoint
 from mobilemed.run_files import SplitPredictions, write_split_predictions
 from mobilemed.spec import ModelSpec
-from mobilemed.training import run_folder
 from mobilemed.training.detector import fit_detector, record_provenance, record_sources
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ def finish_run(run_dir: Path, model, spec: ModelSpec, data: dict, config, histor
     detector, ood_scores = fit_detector(model, spec, data, quantile=rule.ood_quantile, progress=progress,
                                         cached=config.model.mode == "linear-probe")
     save_checkpoint(run_dir / run_files.BEST, model, spec, history=history, ood=ood_payload(detector), complete=True)
-    run_folder.write_json(run_dir / run_files.SPEC, spec.to_dict())
+    run_files.write_json(run_dir / run_files.SPEC, spec.to_dict())
     metrics, predictions = {"train_seconds": seconds}, {}
     for split in ("val", "test"):
         if split in logits:
@@ -67,8 +66,8 @@ def finish_run(run_dir: Path, model, spec: ModelSpec, data: dict, config, histor
             write_split_predictions(run_dir, split, predictions[split])
             metrics[split] = _evaluate_split(predictions[split], spec, config, split,
                                              in_distribution=detector.in_distribution(ood_scores[split]))
-    run_folder.write_json(run_dir / run_files.HISTORY, history)
-    run_folder.write_json(run_dir / run_files.METRICS, metrics)
+    run_files.write_json(run_dir / run_files.HISTORY, history)
+    run_files.write_json(run_dir / run_files.METRICS, metrics)
     shown = "test" if "test" in predictions else "val"
     write_outputs(run_dir, model, spec, data[shown], predictions[shown], config)
     return TrainResult(run_dir, spec, metrics, history, predictions)

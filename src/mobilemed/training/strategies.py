@@ -1,8 +1,8 @@
 """The two ways to train: a linear probe on cached frozen features, or the whole network.
 
 Both run the same epoch loop (EpochLoop.run: train, validate, keep the best, save last.pt, stop when stale);
-what differs between them is an EpochPlan: which module learns, where its batches come from and how its
-validation logits are computed."""
+what differs between them is the plan (ProbePlan, NetworkPlan): which module learns, where its batches come
+from and how its validation logits are computed."""
 from __future__ import annotations
 
 import copy
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilemed.batch_predict import predict_logits
 from mobilemed import run_files
+from mobilemed.batch_predict import predict_logits
 from mobilemed.checkpoint import save_checkpoint
 from mobilemed.spec import ModelSpec
 from mobilemed.training.config import OptimConfig
