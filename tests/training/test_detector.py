@@ -150,6 +150,8 @@ def test_kermany_model_flags_the_abdominal_ct(kermany_probe, shared):
 
 
 def test_bad_ood_quantile_stops_before_training(blob_folder, tmp_path, capsys):
-    assert main(["train", str(blob_folder), "--out", str(tmp_path / "run"), "--ood-quantile", "1.5"]) == 2
-    err = capsys.readouterr().err  # the parser refuses it; a Python caller gets OperatingPointRule's refusal
+    with pytest.raises(SystemExit) as stopped:  # the parser refuses it; TrainConfig refuses a Python caller
+        main(["train", str(blob_folder), "--out", str(tmp_path / "run"), "--ood-quantile", "1.5"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
     assert "--ood-quantile: 1.5 is out of range" in err and not (tmp_path / "run").exists()

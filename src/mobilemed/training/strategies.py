@@ -1,7 +1,7 @@
 """The two ways to train: a linear probe on cached frozen features, or the whole network.
 
 Both run the same epoch loop (EpochLoop.run: train, validate, keep the best, save last.pt, stop when stale);
-what differs between them is the plan (ProbePlan, NetworkPlan): which module learns, where its batches come
+what differs between them is the Plan (ProbePlan, NetworkPlan): which module learns, where its batches come
 from and how its validation logits are computed."""
 from __future__ import annotations
 
@@ -55,22 +55,26 @@ class Trained:
 
 
 @dataclass
-class ProbePlan:
-    """A linear probe: the head learns on frozen features computed once per split."""
+class Plan:
+    """What one way of training gives the epoch loop: the module that learns, its training labels and
+    batches (batches()), and its validation logits (val_logits())."""
 
-    head: nn.Module
-    features: dict  # split -> (N, F) tensor
+    trained: nn.Module
     train_labels: np.ndarray
-    task: str
     batch_size: int
 
     @property
-    def trained(self) -> nn.Module:
-        return self.head
-
-    @property
     def steps(self) -> int:
-        return -(-len(self.features["train"]) // self.batch_size)
+        """Batches per epoch."""
+        return -(-len(self.train_labels) // self.batch_size)
+
+
+@dataclass
+class ProbePlan(Plan):
+    """A linear probe: the head learns on frozen features computed once per split."""
+
+    features: dict  # split -> (N, F) tensor
+    task: str
 
     def batches(self, generator: torch.Generator):
         return feature_batches(self.features["train"], self.train_labels, self.task, batch_size=self.batch_size,
@@ -82,30 +86,16 @@ class ProbePlan:
 
 
 @dataclass
-class NetworkPlan:
+class NetworkPlan(Plan):
     """Fine-tuning or training from scratch: the whole network learns on (augmented) cached pixels."""
 
-    model: nn.Module
-    train: object  # SplitData
+    train_images: np.ndarray
     val_images: np.ndarray
     spec: ModelSpec
-    batch_size: int
     augment: bool
 
-    @property
-    def trained(self) -> nn.Module:
-        return self.model
-
-    @property
-    def train_labels(self) -> np.ndarray:
-        return self.train.labels
-
-    @property
-    def steps(self) -> int:
-        return -(-len(self.train.images) // self.batch_size)
-
     def batches(self, generator: torch.Generator):
-        return image_batches(self.train.images, self.train.labels, self.spec, batch_size=self.batch_size,
+        return image_batches(self.train_images, self.train_labels, self.spec, batch_size=self.batch_size,
                              generator=generator, augment=self.augment)
 
     def val_logits(self, module: nn.Module) -> np.ndarray:
@@ -120,7 +110,7 @@ def train_linear_probe(model, spec: ModelSpec, data: dict, optim: OptimConfig, r
     model.freeze_backbone()
     features = {s: torch.from_numpy(frozen_features(model.backbone, d.images, spec, progress=progress))
                 for s, d in data.items() if len(d.images)}
-    plan = ProbePlan(model.head, features, data["train"].labels, spec.task, optim.batch_size)
+    plan = ProbePlan(model.head, data["train"].labels, optim.batch_size, features, spec.task)
     optimizer = build_optimizer(model.head.parameters(), name=optim.optimizer, lr=optim.lr,
                                 weight_decay=optim.weight_decay)
     loop = EpochLoop(model, plan, optimizer, spec, data["val"].labels, optim, run_dir, progress=progress)
@@ -137,7 +127,8 @@ def train_network(model, spec: ModelSpec, data: dict, optim: OptimConfig, run_di
     groups = [{"params": model.head.parameters(), "lr": optim.lr},
               {"params": model.backbone.parameters(), "lr": optim.lr * (optim.backbone_lr_scale if finetune else 1)}]
     optimizer = build_optimizer(groups, name=optim.optimizer, lr=optim.lr, weight_decay=optim.weight_decay)
-    plan = NetworkPlan(model, data["train"], data["val"].images, spec, optim.batch_size, augment)
+    train, val = data["train"], data["val"]
+    plan = NetworkPlan(model, train.labels, optim.batch_size, train.images, val.images, spec, augment)
     loop = EpochLoop(model, plan, optimizer, spec, data["val"].labels, optim, run_dir, progress=progress,
                      finetune=finetune)
     best_state, history = loop.run(resume)
@@ -150,7 +141,7 @@ class EpochLoop:
     """The shared epoch loop: train, validate, keep the best, save last.pt, stop when stale."""
 
     model: nn.Module  # the full model, saved in best.pt / last.pt
-    plan: ProbePlan | NetworkPlan
+    plan: Plan
     optimizer: torch.optim.Optimizer
     spec: ModelSpec
     val_labels: np.ndarray
