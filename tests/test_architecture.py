@@ -24,6 +24,7 @@ FLOORS = {
     "errors": 0, "spec": 0,
     "fsutil": 0.5,  # atomic writes raise the project's own error for an unusable output path
     "io": 1, "decision": 1,
+    "run_files": 1,  # the run folder's file names and saved predictions: every reader imports them
     "ood": 1,  # numpy only: the torch-free (ONNX Runtime) path scores with it too
     "assets.home": 1, "assets.index": 1, "assets.medmnist_files": 1,
     "export.metadata": 1,  # the spec inside an .onnx file: read by the torch-free path
@@ -43,7 +44,7 @@ FLOORS = {
 }
 # Third-party packages: what the lowest floors may import at all, and what others must never import.
 ONLY = {"errors": set(), "fsutil": set(), "spec": set(), "decision": {"numpy"}, "ood": {"numpy"},
-        "export.metadata": set()}
+        "run_files": {"numpy"}, "export.metadata": set()}
 NEVER = {"io": {"torch", "torchvision"}, "evaluation": {"torch", "torchvision"},
          "inference": {"scipy", "sklearn", "matplotlib", "pandas"},
          # the reading-room path: numpy, Pillow, pydicom and onnxruntime only (the test in tests/export proves

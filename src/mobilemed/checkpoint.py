@@ -22,7 +22,7 @@ from mobilemed.ood import MahalanobisDetector
 from mobilemed.spec import ModelSpec
 
 FORMAT = "mobilemed-checkpoint-1"
-RUN_STATE = "run_state.json"  # {"state": "running" | "interrupted" | "failed" | "complete", ...}
+from mobilemed.run_files import METRICS, RUN_STATE  # noqa: F401  (RUN_STATE is read from here too)
 log = logging.getLogger(__name__)
 
 
@@ -92,7 +92,7 @@ def require_complete(path, payload: dict | None = None, *, allow_incomplete: boo
     if path.is_dir():
         state = _run_state(path)
         # A run folder from before run_state.json: metrics.json is written only when training finished.
-        complete = state == "complete" if state is not None else (path / "metrics.json").is_file()
+        complete = state == "complete" if state is not None else (path / METRICS).is_file()
         what = f"run folder {path} is from a training run that did not finish ({state or 'no metrics.json'})"
         run_dir = path
     else:

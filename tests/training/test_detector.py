@@ -154,9 +154,8 @@ def test_bad_ood_quantile_stops_before_training(blob_folder, tmp_path, capsys):
         main(["train", str(blob_folder), "--out", str(tmp_path / "run"), "--ood-quantile", "1.5"])
     assert exit_info.value.code == 2 and not (tmp_path / "run").exists()
     assert "--ood-quantile: 1.5 is out of range; use a number in (0, 1]" in capsys.readouterr().err
-    from mobilemed.training.config import TrainConfig
-
     from mobilemed.errors import MobilemedError
+    from mobilemed.training.config import OperatingPointRule
 
     with pytest.raises(MobilemedError, match="quantile"):  # a Python caller gets the same refusal
-        TrainConfig(ood_quantile=1.5)
+        OperatingPointRule(ood_quantile=1.5)

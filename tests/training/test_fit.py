@@ -21,7 +21,8 @@ def test_scratch_run_writes_the_whole_notebook(blob_folder, tmp_path):
                  "best.pt", "last.pt", "predictions_val.npz", "predictions_test.npz", "report.html"):
         assert (run / name).exists(), name
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["config"]["epochs"] == 2 and config["spec"]["task"] == "binary"
+    assert config["config"]["optim"]["epochs"] == 2 and config["config"]["version"] == 2
+    assert config["spec"]["task"] == "binary"
     versions = json.loads((run / "versions.json").read_text())
     assert versions["torch"].startswith("2.") and versions["seed"] == 0
     assert len(json.loads((run / "history.json").read_text())) == 2

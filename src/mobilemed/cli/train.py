@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -10,8 +9,11 @@ from pathlib import Path
 from mobilemed.cli.argtypes import (FRACTION, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT,
                                     PROBABILITY_TARGET, QUANTILE)
 from mobilemed.cli.common import add_data_arguments, data_options, operating_rule
-from mobilemed.errors import MobilemedError
-from mobilemed.training.config import MODES, TrainConfig
+from mobilemed.evaluation.thresholds import RULES
+from mobilemed.run_files import REPORT, RUN_STATE
+from mobilemed.training.config import (CLASS_WEIGHTINGS, MODES, OPTIMIZERS, SCHEDULERS, ModelChoice,
+                                       OperatingPointRule, OptimConfig, RunOptions, TrainConfig)
+from mobilemed.training.run_folder import default_run_dir
 
 
 def add_arguments(parser) -> None:
@@ -36,11 +38,11 @@ def add_arguments(parser) -> None:
                      help="finetune: the backbone learns at lr x this, >= 0")
     opt.add_argument("--head-warmup-epochs", type=NON_NEGATIVE_INT, default=0,
                      help="finetune: train only the head for this many epochs first")
-    opt.add_argument("--optimizer", default="adamw", choices=("adamw", "adam"), help="optimiser")
+    opt.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS, help="optimiser")
     opt.add_argument("--weight-decay", type=NON_NEGATIVE_FLOAT, default=1e-4, help="weight decay, >= 0")
-    opt.add_argument("--scheduler", default="cosine", choices=("cosine", "onecycle", "none"),
+    opt.add_argument("--scheduler", default="cosine", choices=SCHEDULERS,
                      help="learning-rate schedule")
-    opt.add_argument("--class-weighting", default="balanced", choices=("balanced", "none"),
+    opt.add_argument("--class-weighting", default="balanced", choices=CLASS_WEIGHTINGS,
                      help="weight the loss by inverse class frequency")
     opt.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="geometric augmentation (default: on unless linear-probe)")
     opt.add_argument("--ema", dest="ema_decay", type=FRACTION, default=0.0,
@@ -51,7 +53,7 @@ def add_arguments(parser) -> None:
     opt.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of weights, order and augmentation")
     op = parser.add_argument_group("operating point and calibration (chosen on validation)")
     op.add_argument("--threshold-rule", default="youden",
-                    choices=("youden", "target_sensitivity", "target_specificity", "fixed"),
+                    choices=RULES,
                     help="how the decision threshold is chosen on validation (target_*: give the target below)")
     op.add_argument("--target-sensitivity", type=PROBABILITY_TARGET,
                     help="choose the threshold that reaches this sensitivity, in (0, 1)")
@@ -67,53 +69,37 @@ def add_arguments(parser) -> None:
 
 
 def config_from_args(args) -> TrainConfig:
-    check_image_size(args.arch, args.image_size)
-    check_threshold_target(args)
+    """The one place the command's options become a TrainConfig; each part checks its own values."""
     rule, target = operating_rule(args)
     return TrainConfig(
-        data=args.data, data_options=data_options(args), run_dir=args.run_dir, arch=args.arch, weights=args.weights,
-        mode=args.mode, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        backbone_lr_scale=args.backbone_lr_scale, head_warmup_epochs=args.head_warmup_epochs,
-        optimizer=args.optimizer, weight_decay=args.weight_decay, scheduler=args.scheduler,
-        class_weighting=args.class_weighting, augment=args.augment, dropout=args.dropout, ema_decay=args.ema_decay,
-        tta=args.tta, patience=args.patience, threshold_rule=rule, threshold_target=target, calibrate=args.calibrate,
-        seed=args.seed, skip_bad=args.skip_bad, strict=args.strict, resume=args.resume, overwrite=args.overwrite,
-        ood_quantile=args.ood_quantile,
-        n_bootstrap=args.n_bootstrap, gallery=not args.no_gallery, progress=not args.quiet)
-
-
-def check_image_size(arch: str, image_size: int | None) -> None:
-    """An unknown architecture, or an input smaller than the architecture can see, is refused up front."""
-    from mobilemed.models.registry import get_backbone
-
-    smallest = get_backbone(arch).min_image_size
-    if image_size is not None and image_size < smallest:
-        raise MobilemedError(f"--image-size {image_size} is below the {smallest} px that {arch} needs (it "
-                             f"downsamples 32x); use --image-size {smallest} or more")
-
-
-def check_threshold_target(args) -> None:
-    """A target_* rule needs its target: without one it would fail only after the whole training."""
-    for rule in ("target_sensitivity", "target_specificity"):
-        if args.threshold_rule == rule and getattr(args, rule) is None:
-            raise MobilemedError(f"--threshold-rule {rule} needs --{rule.replace('_', '-')} VALUE in (0, 1)")
+        data=args.data, data_options=data_options(args),
+        model=ModelChoice(arch=args.arch, weights=args.weights, mode=args.mode, image_size=args.image_size,
+                          dropout=args.dropout, tta=args.tta),
+        optim=OptimConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          backbone_lr_scale=args.backbone_lr_scale, head_warmup_epochs=args.head_warmup_epochs,
+                          optimizer=args.optimizer, weight_decay=args.weight_decay, scheduler=args.scheduler,
+                          class_weighting=args.class_weighting, augment=args.augment, ema_decay=args.ema_decay,
+                          patience=args.patience, seed=args.seed),
+        operating_point=OperatingPointRule(threshold_rule=rule, threshold_target=target, calibrate=args.calibrate,
+                                           ood_quantile=args.ood_quantile),
+        run=RunOptions(run_dir=args.run_dir or str(default_run_dir(args.data, args.mode)),  # named in the hint
+                       resume=args.resume, overwrite=args.overwrite, skip_bad=args.skip_bad, strict=args.strict,
+                       n_bootstrap=args.n_bootstrap, gallery=not args.no_gallery, progress=not args.quiet))
 
 
 def run(args) -> int:
     from mobilemed.training.fit import fit
-    from mobilemed.training.run_folder import default_run_dir
 
     config = config_from_args(args)
-    config.run_dir = config.run_dir or str(default_run_dir(config.data, config.mode))  # named in the hint below
     try:
-        run_dir = fit(config)
+        result = fit(config)
     except KeyboardInterrupt:
-        marked = (Path(config.run_dir) / "run_state.json").exists()
-        what = f"the run in {config.run_dir} is marked incomplete" if marked else "nothing was written"
-        print(f"interrupted: {what}; continue it with\n  {resume_command(config.run_dir)}", file=sys.stderr)
+        run_dir = config.run.run_dir
+        marked = (Path(run_dir) / RUN_STATE).exists()
+        what = f"the run in {run_dir} is marked incomplete" if marked else "nothing was written"
+        print(f"interrupted: {what}; continue it with\n  {resume_command(run_dir)}", file=sys.stderr)
         return 130
-    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
-    print_summary(run_dir, metrics)
+    print_summary(result.run_dir, result.metrics)
     return 0
 
 
@@ -136,4 +122,4 @@ def print_summary(run_dir, metrics: dict) -> None:
         if split in metrics:
             print(f"\n[{split}]")
             print(format_summary(metrics[split]))
-    print(f"\nreport: {Path(run_dir) / 'report.html'}")
+    print(f"\nreport: {Path(run_dir) / REPORT}")

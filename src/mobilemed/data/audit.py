@@ -1,8 +1,9 @@
 """Data audit: what is in each split, and what would make results look better than they are.
 
-`audit_table` decodes every image once (threads; PIL and pydicom release the GIL) and reports counts
-and prevalence per split, image sizes / modes / bit depths, unreadable files, exact and near
-duplicates within and across splits, patients in more than one split and label conflicts.
+`audit_data` reads a source with the splits it comes with and audits it. `audit_table` decodes every image
+once (threads; PIL and pydicom release the GIL) and reports counts and prevalence per split, image sizes /
+modes / bit depths, unreadable files, exact and near duplicates within and across splits, patients in more
+than one split and label conflicts.
 `cross_split_checks` is the cheap part training runs every time: patients and identical files across
 splits (only files whose byte size occurs in two splits are hashed).
 """
@@ -53,6 +54,24 @@ def audit_table(table: ImageTable, *, near_duplicate_distance: int | None = NEAR
     report.seconds = round(time.perf_counter() - start, 2)
     log.info("audited %d images in %.1f s", len(table), report.seconds)
     return report
+
+
+def audit_data(data: str, options=None, *, near_duplicate_distance: int | None = NEAR_DUPLICATE_DISTANCE,
+               progress: bool = True) -> AuditReport:
+    """Audit `data` (folder, CSV / NIH table or MedMNIST name, read with data.sources.DataOptions) with the
+    splits it comes with: the audit looks at the data, it does not fill in splits. options.resplit audits a
+    fresh patient-grouped, stratified split instead. Raises MobilemedError when nothing can be read."""
+    from mobilemed.data.sources import DataOptions, read_source, without_splits
+    from mobilemed.data.splits import assign_splits
+
+    options = options or DataOptions()
+    table = read_source(data, options)  # load_table would also complete the splits
+    if len(table) == 0:
+        raise MobilemedError(f"{data}: no images found")
+    if options.resplit:
+        table = assign_splits(without_splits(table), val_fraction=options.val_fraction,
+                              test_fraction=options.test_fraction, seed=options.seed)
+    return audit_table(table, near_duplicate_distance=near_duplicate_distance, progress=progress)
 
 
 def cross_split_checks(table: ImageTable) -> AuditReport:

@@ -67,6 +67,19 @@ class AuditReport:
         data.update(has_leakage=self.has_leakage, is_clean=self.is_clean, verdict=self.verdict())
         return data
 
+    def write(self, json_path) -> tuple[Path, Path]:
+        """json_path (to_dict) and the same name with .txt (format_text), each written atomically."""
+        import json
+
+        from mobilemed.fsutil import atomic_write
+
+        json_path = Path(json_path)
+        with atomic_write(json_path, "w") as handle:
+            json.dump(self.to_dict(), handle, indent=2)
+        with atomic_write(json_path.with_suffix(".txt"), "w") as handle:
+            handle.write(self.format_text())
+        return json_path, json_path.with_suffix(".txt")
+
     def format_text(self, examples: int = 5) -> str:
         """A readable summary; sections appear only for the checks that ran."""
         lines = []

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mobilemed import run_files
 from mobilemed.errors import MobilemedError
 from mobilemed.evaluation import resampling as rs
 from mobilemed.evaluation.metrics import HEADLINE, LABELS, Estimate, compute_metrics
-from mobilemed.evaluation.run_data import Predictions, load_predictions
+from mobilemed.run_files import SplitPredictions, read_split_predictions
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,8 @@ def compare_runs(run_dirs, *, n_bootstrap: int = 1000, seed: int = 0, confidence
         raise MobilemedError("compare needs at least two run folders, e.g. mobilemed compare runs/a runs/b")
     if n_bootstrap < 1:
         raise MobilemedError(f"--n-bootstrap must be at least 1 for a paired test, got {n_bootstrap}")
-    reference = load_predictions(run_dirs[0], "test")
-    preds = [reference] + [align_predictions(reference, load_predictions(d, "test"), run_dirs[0], d)
+    reference = read_split_predictions(run_dirs[0], "test")
+    preds = [reference] + [align_predictions(reference, read_split_predictions(d, "test"), run_dirs[0], d)
                            for d in run_dirs[1:]]
     runs = []
     for path, pred in zip(run_dirs, preds):
@@ -126,7 +127,7 @@ def paired_p_value(differences: np.ndarray) -> float:
     return float(min(1.0, 2 * min(below + 1, above + 1) / (d.size + 1)))
 
 
-def paired_auroc_samples(preds: list[Predictions], n_bootstrap: int, seed: int) -> np.ndarray:
+def paired_auroc_samples(preds: list[SplitPredictions], n_bootstrap: int, seed: int) -> np.ndarray:
     """(runs, B) macro AUROC of every run on the same bootstrap resamples of the shared test set."""
     chunks = []
     for w in rs.iter_bootstrap_weights(len(preds[0].y_true), n_bootstrap, seed):
@@ -134,7 +135,7 @@ def paired_auroc_samples(preds: list[Predictions], n_bootstrap: int, seed: int) 
     return np.concatenate(chunks, axis=1)
 
 
-def _macro_auroc(w: np.ndarray, pred: Predictions) -> np.ndarray:
+def _macro_auroc(w: np.ndarray, pred: SplitPredictions) -> np.ndarray:
     y_true, y_prob = pred.y_true.astype(int), pred.y_prob
     if pred.task == "binary":
         return rs.weighted_auroc(w, y_true.reshape(-1) == 1, y_prob.reshape(-1))
@@ -142,7 +143,8 @@ def _macro_auroc(w: np.ndarray, pred: Predictions) -> np.ndarray:
     return rs.nan_mean(np.stack([rs.weighted_auroc(w, truth[:, k], y_prob[:, k]) for k in range(y_prob.shape[1])]))
 
 
-def align_predictions(reference: Predictions, other: Predictions, ref_dir, other_dir) -> Predictions:
+def align_predictions(reference: SplitPredictions, other: SplitPredictions, ref_dir,
+                      other_dir) -> SplitPredictions:
     """`other` in the reference's file order; MobilemedError when the test sets or labels differ."""
     if other.task != reference.task or list(other.class_names) != list(reference.class_names):
         raise MobilemedError(f"{other_dir} is a {other.task} model for {other.class_names} but {ref_dir} is a "
@@ -155,7 +157,7 @@ def align_predictions(reference: Predictions, other: Predictions, ref_dir, other
     return other
 
 
-def _reorder(reference: Predictions, other: Predictions, ref_dir, other_dir) -> Predictions:
+def _reorder(reference: SplitPredictions, other: SplitPredictions, ref_dir, other_dir) -> SplitPredictions:
     ref_files, files = [str(f) for f in reference.files], [str(f) for f in other.files]
     if len(set(ref_files)) != len(ref_files) or len(set(files)) != len(files) or set(ref_files) != set(files):
         common = len(set(ref_files) & set(files))
@@ -164,12 +166,13 @@ def _reorder(reference: Predictions, other: Predictions, ref_dir, other_dir) -> 
     position = {f: i for i, f in enumerate(files)}
     order = np.array([position[f] for f in ref_files])
     log.info("%s lists the test files in another order: aligned by file name", other_dir)
-    return Predictions(other.files[order], other.y_true[order], other.y_prob[order], other.class_names, other.task)
+    return SplitPredictions(other.files[order], other.y_true[order], other.y_prob[order], other.class_names,
+                            other.task)
 
 
-def _run_thresholds(path: Path, pred: Predictions) -> list[float] | None:
+def _run_thresholds(path: Path, pred: SplitPredictions) -> list[float] | None:
     """The operating thresholds stored in the run's spec.json (the ones its metrics used)."""
-    spec_file = path / "spec.json"
+    spec_file = path / run_files.SPEC
     if spec_file.is_file():
         try:
             return json.loads(spec_file.read_text()).get("thresholds") or None

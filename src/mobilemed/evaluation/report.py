@@ -19,7 +19,9 @@ from mobilemed.evaluation import report_html as h
 from mobilemed.evaluation import plots
 from mobilemed.evaluation.calibration import expected_calibration_error
 from mobilemed.evaluation.metrics import CLASS_METRICS, LABELS, OVERALL_METRICS, compute_metrics, metric_label
-from mobilemed.evaluation.run_data import Predictions, RunData, load_run, split_counts
+from mobilemed.evaluation.run_data import RunData, load_run, split_counts
+from mobilemed import run_files
+from mobilemed.run_files import SplitPredictions
 from mobilemed.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ GALLERY_KINDS = {"TP": "True positives", "FP": "False positives", "TN": "True ne
 def write_report(run_dir, out=None, *, save_plots: bool = True) -> Path:
     """Write <run_dir>/report.html (or `out`) and return its path; plots also go to <run_dir>/plots/."""
     run = load_run(run_dir)
-    figures = _Figures(run.path / "plots" if save_plots else None)
+    figures = _Figures(run.path / run_files.PLOTS if save_plots else None)
     split = run.eval_split()
     pred = run.predictions.get(split)
     metrics = _split_metrics(run, split, pred)
@@ -50,7 +52,7 @@ def write_report(run_dir, out=None, *, save_plots: bool = True) -> Path:
     ]
     subtitle = f"run folder {run.path.resolve()} · written {time.strftime('%Y-%m-%d %H:%M')}"
     document = h.page(f"mobilemed report: {run.name}", subtitle, sections)
-    out = Path(out) if out else run.path / "report.html"
+    out = Path(out) if out else run.path / run_files.REPORT
     with atomic_write(out, encoding="utf-8") as handle:
         handle.write(document)
     log.info("wrote %s", out)
@@ -72,7 +74,7 @@ class _Figures:
         return h.image(png, alt)
 
 
-def _split_metrics(run: RunData, split: str | None, pred: Predictions | None) -> dict | None:
+def _split_metrics(run: RunData, split: str | None, pred: SplitPredictions | None) -> dict | None:
     """metrics.json's report for the split, recomputed from predictions when the run has none."""
     if split in run.metrics:
         return run.metrics[split]
@@ -100,7 +102,7 @@ def _summary(run: RunData, split: str | None, metrics: dict | None) -> str:
     pairs = [("Data", config.get("data", "not recorded")), ("Task", task), ("Classes", ", ".join(classes or [])),
              ("Model", f"{spec.get('arch', '?')}, {spec.get('image_size', '?')} px, "
                        f"{spec.get('in_chans', '?')} channel(s)" if spec else "not recorded"),
-             ("Training mode", config.get("mode", "not recorded")),
+             ("Training mode", run_files.config_value(config, "model", "mode", "not recorded")),
              ("Operating point", _operating_point(spec, task)),
              ("Temperature", f"{spec.get('temperature', 1.0):.3f}" if spec else "not recorded"),
              *_evaluated(split, metrics),
@@ -246,7 +248,7 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def _curve_section(pred: Predictions | None, run: RunData, figures: _Figures, kind: str) -> str:
+def _curve_section(pred: SplitPredictions | None, run: RunData, figures: _Figures, kind: str) -> str:
     if pred is None:
         return h.note("No predictions_*.npz in this run folder: curves need the saved predictions.")
     draw = plots.plot_roc if kind == "roc" else plots.plot_pr
@@ -270,7 +272,7 @@ def _confusion(metrics: dict | None, figures: _Figures) -> str:
         h.table(["Finding", "threshold", "TP", "FP", "FN", "TN"], rows)
 
 
-def _calibration(pred: Predictions | None, run: RunData, figures: _Figures) -> str:
+def _calibration(pred: SplitPredictions | None, run: RunData, figures: _Figures) -> str:
     if pred is None:
         return h.note("No predictions_*.npz in this run folder: calibration needs the saved predictions.")
     temperature = float((run.spec or {}).get("temperature", 1.0))
@@ -284,7 +286,7 @@ def _calibration(pred: Predictions | None, run: RunData, figures: _Figures) -> s
 
 
 def _gallery(run: RunData) -> str:
-    folder = run.path / "gallery"
+    folder = run.path / run_files.GALLERY
     if not run.gallery:
         return h.note("No Grad-CAM gallery in this run (gallery/gallery.json is absent; it needs the 'explain' "
                       "extra and is skipped with --no-gallery).")

@@ -3,29 +3,17 @@ but one is optional."""
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from mobilemed import run_files as rf
 from mobilemed.data.table import SPLITS
 from mobilemed.errors import MobilemedError
+from mobilemed.run_files import SplitPredictions, read_split_predictions
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Predictions:
-    """One split's saved predictions (predictions_<split>.npz)."""
-
-    files: np.ndarray     # (N,) str
-    y_true: np.ndarray    # (N,) int or (N, K) int
-    y_prob: np.ndarray    # (N,) or (N, K)
-    class_names: list[str]
-    task: str
 
 
 @dataclass
@@ -37,7 +25,7 @@ class RunData:
     history: list | None = None
     versions: dict | None = None
     split_rows: list[dict] | None = None
-    predictions: dict[str, Predictions] = field(default_factory=dict)
+    predictions: dict[str, SplitPredictions] = field(default_factory=dict)
     gallery: list[dict] | None = None
 
     @property
@@ -49,46 +37,22 @@ class RunData:
         return next((s for s in ("test", "val") if s in self.predictions or s in self.metrics), None)
 
 
-def load_predictions(run_dir, split: str = "test") -> Predictions:
-    path = Path(run_dir) / f"predictions_{split}.npz"
-    if not path.is_file():
-        raise MobilemedError(f"{path} does not exist: is {run_dir} a finished run folder? "
-                             f"(training writes predictions_{split}.npz at the end of a run)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return Predictions(np.asarray(data["files"]).astype(str), np.asarray(data["y_true"]),
-                               np.asarray(data["y_prob"], dtype=float),
-                               [str(c) for c in np.asarray(data["class_names"])], str(data["task"]))
-    except (KeyError, ValueError, OSError) as err:
-        raise MobilemedError(f"{path} is not a readable predictions file ({err}); re-run training or "
-                             f"evaluation to rewrite it") from err
-
-
 def load_run(run_dir) -> RunData:
     """Everything the report can use; raises MobilemedError when there is nothing to report on."""
     path = Path(run_dir)
     if not path.is_dir():
         raise MobilemedError(f"run folder {path} does not exist; pass the folder a training run wrote")
-    run = RunData(path=path, config=_yaml(path / "config.yaml"), spec=_json(path / "spec.json"),
-                  metrics=_metrics(path / "metrics.json"), history=_json(path / "history.json"),
-                  versions=_json(path / "versions.json"), split_rows=_split_rows(path / "split.csv"),
-                  gallery=_json(path / "gallery" / "gallery.json"))
+    run = RunData(path=path, config=_yaml(path / rf.CONFIG), spec=rf.read_json(path / rf.SPEC),
+                  metrics=_metrics(path / rf.METRICS), history=rf.read_json(path / rf.HISTORY),
+                  versions=rf.read_json(path / rf.VERSIONS), split_rows=_split_rows(path / rf.SPLIT),
+                  gallery=rf.read_json(path / rf.GALLERY / rf.GALLERY_INDEX))
     for split in ("val", "test"):
-        if (path / f"predictions_{split}.npz").is_file():
-            run.predictions[split] = load_predictions(path, split)
+        if (path / rf.predictions_file(split)).is_file():
+            run.predictions[split] = read_split_predictions(path, split)
     if not run.predictions and not run.metrics:
         raise MobilemedError(f"{path} has neither metrics.json nor predictions_*.npz: is it a finished run "
                              f"folder? Train with `mobilemed train` or pass another folder")
     return run
-
-
-def _json(path: Path):
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise MobilemedError(f"{path} is not valid JSON ({err}); delete or rewrite it") from err
 
 
 def _yaml(path: Path):
@@ -103,7 +67,7 @@ def _yaml(path: Path):
 
 
 def _metrics(path: Path) -> dict:
-    data = _json(path) or {}
+    data = rf.read_json(path) or {}
     if "task" in data and "per_class" in data:  # an evaluate output: one split's report at the top level
         return {"test": data}
     return data

@@ -15,9 +15,9 @@ import numpy as np
 from torch import nn
 
 from mobilemed.data.transforms import to_model_input
-from mobilemed.decision import class_probabilities, decisions, label_text
-from mobilemed.explain.gradcam import (cam_layer_for, compute_gradcam, default_targets, randomised_weights_correlation,
-                                       save_overlay)
+from mobilemed.decision import decisions, label_text
+from mobilemed.explain.files import cam_caption, cam_targets
+from mobilemed.explain.gradcam import cam_layer_for, compute_gradcam, randomised_weights_correlation, save_overlay
 from mobilemed.fsutil import atomic_write
 from mobilemed.spec import ModelSpec
 
@@ -101,16 +101,14 @@ def select_examples(outcomes: Outcomes, *, per_kind: int, seed: int = 0) -> list
 
 
 def _binary_outcomes(spec: ModelSpec, y_true: np.ndarray, p: np.ndarray) -> Outcomes:
-    pred = decisions(p, spec)
+    pred, prob_pred = cam_targets(p, spec)  # the decision and the model's probability for it
     kind = np.array([("T" if t == q else "F") + ("P" if q else "N") for t, q in zip(y_true, pred)])
-    prob_pred = _target_probability(spec, p, pred)
     return Outcomes(list(BINARY_KINDS), kind, pred, prob_pred, prob_pred, label_text(y_true, spec),
                     label_text(pred, spec))
 
 
 def _multiclass_outcomes(spec: ModelSpec, y_true: np.ndarray, p: np.ndarray) -> Outcomes:
-    pred = decisions(p, spec)
-    prob_pred = _target_probability(spec, p, pred)
+    pred, prob_pred = cam_targets(p, spec)
     safe = _safe_names(spec.class_names)
     kind = np.array([("correct_" if t == q else "incorrect_") + safe[q] for t, q in zip(y_true, pred)])
     kinds = [f"{verdict}_{name}" for name in safe for verdict in ("correct", "incorrect")]
@@ -118,9 +116,8 @@ def _multiclass_outcomes(spec: ModelSpec, y_true: np.ndarray, p: np.ndarray) -> 
 
 
 def _multilabel_outcomes(spec: ModelSpec, y_true: np.ndarray, p: np.ndarray) -> Outcomes:
-    top = default_targets(p, spec)  # each image is judged on its most probable finding
+    top, p_top = cam_targets(p, spec)  # each image is judged on its most probable finding
     rows = np.arange(len(p))
-    p_top = _target_probability(spec, p, top)
     hits = decisions(p, spec)
     positive = hits[rows, top]
     truth = y_true[rows, top] == 1
@@ -128,11 +125,6 @@ def _multilabel_outcomes(spec: ModelSpec, y_true: np.ndarray, p: np.ndarray) -> 
     confidence = np.where(positive, p_top, 1 - p_top)
     return Outcomes(list(BINARY_KINDS), kind, top, p_top, confidence, label_text(y_true == 1, spec),
                     label_text(hits, spec))
-
-
-def _target_probability(spec: ModelSpec, p: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """(N,) the model's probability for each example's target class."""
-    return class_probabilities(p, spec)[np.arange(len(p)), target]
 
 
 def _entry(outcomes: Outcomes, i: int, file, png: str, spec: ModelSpec) -> dict:
@@ -146,7 +138,7 @@ def _title(entry: dict) -> str:
     """Figure title; multi-label "A|B" becomes "A, B" so the title can wrap between findings."""
     true, predicted = (entry[key].replace("|", ", ") for key in ("true_label", "predicted_label"))
     return (f"{entry['kind']}  {Path(entry['file']).name}\ntrue: {true}   predicted: {predicted}   "
-            f"Grad-CAM for {entry['cam_target']} (p = {entry['probability']:.2f})")
+            + cam_caption(entry["cam_target"], entry["probability"]))
 
 
 def _safe_names(class_names: list[str]) -> list[str]:

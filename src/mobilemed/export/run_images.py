@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from mobilemed import run_files
 from mobilemed.errors import MobilemedError
 from mobilemed.spec import ModelSpec
 
@@ -22,7 +23,7 @@ def run_split_images(run_dir, split: str, spec: ModelSpec, *, progress: bool = F
     from mobilemed.data.splits import apply_saved_split
 
     run_dir = Path(run_dir)
-    config_file, split_file = run_dir / "config.yaml", run_dir / "split.csv"
+    config_file, split_file = run_dir / run_files.CONFIG, run_dir / run_files.SPLIT
     if not config_file.is_file() or not split_file.is_file():
         raise MobilemedError(f"{run_dir} has no config.yaml and split.csv; export a best.pt that lives in "
                              "the run folder `mobilemed train` wrote")

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mobilemed import run_files
+
 
 def run_summary(run_dir: Path) -> dict:
     """What the model was trained on and how it scored on test, from the run folder (empty when absent)."""
-    metrics_file, config_file = run_dir / "metrics.json", run_dir / "config.yaml"
+    metrics_file, config_file = run_dir / run_files.METRICS, run_dir / run_files.CONFIG
     summary = {}
     if config_file.is_file():
         import yaml
 
         config = yaml.safe_load(config_file.read_text()).get("config", {})
-        summary.update(data=str(config.get("data")), mode=config.get("mode"))
+        summary.update(data=str(config.get("data")), mode=run_files.config_value(config, "model", "mode"))
     if metrics_file.is_file():
         test = json.loads(metrics_file.read_text()).get("test") or {}
         auroc = test.get("auroc_macro") or {}

@@ -1,84 +1,119 @@
 """After training: operating point and temperature from validation, one test evaluation, the outputs."""
 from __future__ import annotations
 
+import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mobilemed.checkpoint import ood_payload, save_checkpoint
-from mobilemed.spec import ModelSpec
-from mobilemed.training import run_folder
-from mobilemed.training.detector import fit_detector, record_provenance, record_sources
+from mobilemed import run_files
 from mobilemed.batch_predict import predict_logits
+from mobilemed.checkpoint import ood_payload, save_checkpoint
+from mobilemed.run_files import SplitPredictions, write_split_predictions
+from mobilemed.spec import ModelSpec
+from mobilemed.training.detector import fit_detector, record_provenance, record_sources
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class TrainResult:
+    """What a finished training run returns (all of it is also in the run folder)."""
+
+    run_dir: Path
+    spec: ModelSpec          # best.pt's spec: thresholds, temperature and OOD threshold chosen on validation
+    metrics: dict            # metrics.json: {"train_seconds", "val": report, "test": report}
+    history: list            # history.json: one row per epoch
+    predictions: dict        # split -> SplitPredictions (predictions_<split>.npz)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / run_files.BEST
+
+    @property
+    def report(self) -> Path:
+        return self.run_dir / run_files.REPORT
+
+
 def finish_run(run_dir: Path, model, spec: ModelSpec, data: dict, config, history: list, *, seconds: float,
-               logits: dict | None = None) -> dict:
+               logits: dict | None = None) -> TrainResult:
     """Choose temperature and thresholds on validation only, store them in best.pt's spec, then
     evaluate the test split once. `logits` may carry the val/test logits already computed (the linear
-    probe has them from cached features). Returns the metrics dict written to metrics.json."""
-    from mobilemed.evaluation.calibration import fit_temperature, probabilities_from_logits
-    from mobilemed.evaluation.thresholds import choose_thresholds
+    probe has them from cached features). `spec` is left as it was: the result carries the new one."""
+    from mobilemed.evaluation.calibration import fit_temperature
 
-    logits = logits or {s: predict_logits(model, d.images, spec, tta=spec.tta, progress=config.progress)
+    progress, rule = config.run.progress, config.operating_point
+    logits = logits or {s: predict_logits(model, d.images, spec, tta=spec.tta, progress=progress)
                         for s, d in data.items() if s != "train" and len(d.images)}
     val = data["val"]
-    if config.calibrate:
-        spec.temperature = float(fit_temperature(logits["val"], val.labels, task=spec.task))
-    val_prob = probabilities_from_logits(logits["val"], spec.task, spec.temperature)
-    spec.thresholds = [float(t) for t in choose_thresholds(
-        val.labels, val_prob, task=spec.task, rule=config.threshold_rule, target=config.threshold_target)] \
-        or spec.thresholds
-    spec.threshold_rule = config.threshold_rule
-    record_sources(spec, data["train"].files)
+    temperature = float(fit_temperature(logits["val"], val.labels, task=spec.task)) if rule.calibrate \
+        else spec.temperature
+    spec = dataclasses.replace(spec, temperature=temperature)
+    spec = dataclasses.replace(spec, threshold_rule=rule.threshold_rule,
+                               thresholds=_thresholds(spec, val.labels, logits["val"], rule) or spec.thresholds)
+    record_sources(spec, data["train"].files)  # these three fill in the new spec, never the caller's
     record_provenance(spec, config, len(val.labels))
-    detector, ood_scores = fit_detector(model, spec, data, quantile=config.ood_quantile, progress=config.progress,
-                                        cached=config.mode == "linear-probe")
-    save_checkpoint(run_dir / "best.pt", model, spec, history=history, ood=ood_payload(detector),
-                    complete=True)
-    run_folder.write_json(run_dir / "spec.json", spec.to_dict())
-    metrics = {"train_seconds": seconds}
+    detector, ood_scores = fit_detector(model, spec, data, quantile=rule.ood_quantile, progress=progress,
+                                        cached=config.model.mode == "linear-probe")
+    save_checkpoint(run_dir / run_files.BEST, model, spec, history=history, ood=ood_payload(detector), complete=True)
+    run_files.write_json(run_dir / run_files.SPEC, spec.to_dict())
+    metrics, predictions = {"train_seconds": seconds}, {}
     for split in ("val", "test"):
         if split in logits:
-            metrics[split] = _evaluate_split(run_dir, split, data[split], logits[split], spec, config,
+            predictions[split] = _split_predictions(data[split], logits[split], spec)
+            write_split_predictions(run_dir, split, predictions[split])
+            metrics[split] = _evaluate_split(predictions[split], spec, config, split,
                                              in_distribution=detector.in_distribution(ood_scores[split]))
-    run_folder.write_json(run_dir / "history.json", history)
-    run_folder.write_json(run_dir / "metrics.json", metrics)
-    write_outputs(run_dir, model, spec, data.get("test") or val, history, config)
-    return metrics
+    run_files.write_json(run_dir / run_files.HISTORY, history)
+    run_files.write_json(run_dir / run_files.METRICS, metrics)
+    shown = "test" if "test" in predictions else "val"
+    write_outputs(run_dir, model, spec, data[shown], predictions[shown], config)
+    return TrainResult(run_dir, spec, metrics, history, predictions)
 
 
-def _evaluate_split(run_dir: Path, split: str, part, logits: np.ndarray, spec: ModelSpec, config, *,
-                    in_distribution: np.ndarray) -> dict:
+def _thresholds(spec: ModelSpec, labels: np.ndarray, val_logits: np.ndarray, rule) -> list[float]:
     from mobilemed.evaluation.calibration import probabilities_from_logits
+    from mobilemed.evaluation.thresholds import choose_thresholds
+
+    val_prob = probabilities_from_logits(val_logits, spec.task, spec.temperature)
+    return [float(t) for t in choose_thresholds(labels, val_prob, task=spec.task, rule=rule.threshold_rule,
+                                                target=rule.threshold_target)]
+
+
+def _split_predictions(part, logits: np.ndarray, spec: ModelSpec) -> SplitPredictions:
+    from mobilemed.evaluation.calibration import probabilities_from_logits
+
+    prob = probabilities_from_logits(logits, spec.task, spec.temperature)
+    return SplitPredictions(np.asarray(part.files, dtype=str), part.labels, prob, list(spec.class_names),
+                            spec.task, logits)
+
+
+def _evaluate_split(pred: SplitPredictions, spec: ModelSpec, config, split: str, *,
+                    in_distribution: np.ndarray) -> dict:
     from mobilemed.evaluation.metrics import compute_metrics
     from mobilemed.evaluation.ood_summary import summarize_ood
 
-    prob = probabilities_from_logits(logits, spec.task, spec.temperature)
-    run_folder.write_predictions(run_dir, split, part.files, part.labels, prob, logits, spec)
-    report = compute_metrics(part.labels, prob, task=spec.task, class_names=spec.class_names,
-                             thresholds=spec.thresholds, n_bootstrap=config.n_bootstrap if split == "test" else 0,
-                             seed=config.seed)
-    ood = summarize_ood(part.labels, prob, in_distribution, task=spec.task, class_names=spec.class_names,
+    n_bootstrap = config.run.n_bootstrap if split == "test" else 0
+    report = compute_metrics(pred.y_true, pred.y_prob, task=spec.task, class_names=spec.class_names,
+                             thresholds=spec.thresholds, n_bootstrap=n_bootstrap, seed=config.optim.seed)
+    ood = summarize_ood(pred.y_true, pred.y_prob, in_distribution, task=spec.task, class_names=spec.class_names,
                         thresholds=spec.thresholds, ood_threshold=spec.ood_threshold)
     return {**report.to_dict(), "ood": ood}
 
 
-def write_outputs(run_dir: Path, model, spec: ModelSpec, part, history: list, config) -> None:
-    """Plots, the Grad-CAM gallery and report.html; a failure here never loses the trained model."""
+def write_outputs(run_dir: Path, model, spec: ModelSpec, part, pred: SplitPredictions, config) -> None:
+    """Plots, the Grad-CAM gallery (of `pred`, the split the report shows) and report.html; a failure here
+    never loses the trained model."""
     from mobilemed.evaluation.report import write_report
 
-    if config.gallery:
+    if config.run.gallery:
         try:
             from mobilemed.explain.gallery import write_gallery
 
-            pred = np.load(run_dir / "predictions_test.npz") if (run_dir / "predictions_test.npz").exists() \
-                else np.load(run_dir / "predictions_val.npz")
-            write_gallery(model, spec, np.asarray(part.images), part.files, part.labels, pred["y_prob"],
-                          run_dir / "gallery")
+            write_gallery(model, spec, np.asarray(part.images), part.files, part.labels, pred.y_prob,
+                          run_dir / run_files.GALLERY)
         except ImportError as err:
             log.warning("no Grad-CAM gallery: %s (pip install 'mobilemed[explain]')", err)
     path = write_report(run_dir)

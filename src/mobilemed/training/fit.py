@@ -21,12 +21,11 @@ from mobilemed.data.cache import decoded_images
 from mobilemed.data.sources import load_table
 from mobilemed.data.table import ImageTable
 from mobilemed.errors import MobilemedError
-from mobilemed.evaluation.thresholds import _check_rule as check_threshold_rule
-from mobilemed.models import build_model, get_backbone
+from mobilemed.models import build_model
 from mobilemed.spec import GRAY_MEAN, GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 from mobilemed.training import run_folder, run_guard
-from mobilemed.training.config import TrainConfig
-from mobilemed.training.finish import finish_run
+from mobilemed.training.config import ModelChoice, TrainConfig
+from mobilemed.training.finish import TrainResult, finish_run
 from mobilemed.training.leakage import check_leakage
 from mobilemed.training.resume import check_resume_config, resume_state
 from mobilemed.training.strategies import train_linear_probe, train_network
@@ -43,52 +42,47 @@ class SplitData:
     files: np.ndarray
 
 
-def fit(config: TrainConfig) -> Path:
-    """Train, evaluate and report; returns the run folder. Everything is checked (output folder, resume
-    compatibility, data, weights) before the run folder is touched; see training/run_guard.py."""
-    seed_everything(config.seed)
-    run_dir = Path(config.run_dir) if config.run_dir else run_folder.default_run_dir(config.data, config.mode)
-    run_guard.check_out_dir(run_dir, resume=config.resume, overwrite=config.overwrite)
-    if config.resume:
+def fit(config: TrainConfig) -> TrainResult:
+    """Train, evaluate and report: the run folder gets config, split, checkpoints, predictions, metrics,
+    plots and report.html, and the same numbers come back as a TrainResult (run_dir, spec, metrics, history,
+    predictions). Everything is checked (options when the config was built; output folder, resume
+    compatibility, data, weights here) before the run folder is touched; see training/run_guard.py.
+    A failed or interrupted run leaves the folder marked so, and --resume continues it from last.pt."""
+    seed_everything(config.optim.seed)
+    run = config.run
+    run_dir = Path(run.run_dir) if run.run_dir else run_folder.default_run_dir(config.data, config.model.mode)
+    run_guard.check_out_dir(run_dir, resume=run.resume, overwrite=run.overwrite)
+    if run.resume:
         check_resume_config(run_dir, config)
-    get_backbone(config.arch)  # an unknown architecture fails now, not after decoding every image
-    check_threshold_rule(config.threshold_rule, config.threshold_target)  # not only after training
-    weights = backbone_state(config)
+    weights = backbone_state(config.model)
     table = load_table(config.data, config.data_options)
-    check_leakage(table, strict=config.strict)
-    image_size = config.image_size or default_image_size(table)
-    images, keep = decoded_images(table, image_size, skip_bad=config.skip_bad, progress=config.progress,
+    check_leakage(table, strict=run.strict)
+    image_size = config.model.image_size or default_image_size(table)
+    images, keep = decoded_images(table, image_size, skip_bad=run.skip_bad, progress=run.progress,
                                   use_voi=config.data_options.use_voi)
     table = table.subset(keep)
     spec = make_spec(config, table, in_chans=1 if images.ndim == 3 else 3, image_size=image_size)
     data = {s: SplitData(np.asarray(images[table.splits == s]), table.labels[table.splits == s],
                          table.paths[table.splits == s]) for s in ("train", "val", "test")}
     model = build_model(spec, weights)
-    resume = resume_state(run_dir, spec, table) if config.resume else None
-    with run_guard.guarded_run(run_dir, overwrite=config.overwrite):  # locked; "complete" only on success
+    resume = resume_state(run_dir, spec, table) if run.resume else None
+    with run_guard.guarded_run(run_dir, overwrite=run.overwrite):  # locked; "complete" only on success
         _write_run_start(run_dir, config, spec, table)
-        _train_and_finish(run_dir, model, spec, data, config, resume)
-    return run_dir
+        return _train_and_finish(run_dir, model, spec, data, config, resume)
 
 
-def _train_and_finish(run_dir: Path, model, spec: ModelSpec, data: dict, config: TrainConfig, resume) -> None:
+def _train_and_finish(run_dir: Path, model, spec: ModelSpec, data: dict, config: TrainConfig,
+                      resume) -> TrainResult:
     started = time.perf_counter()
-    train = train_linear_probe if config.mode == "linear-probe" else train_network
-    best_state, history = train(model, spec, data, config, run_dir, resume)
-    model.load_state_dict(best_state)
+    progress = config.run.progress
+    if config.model.mode == "linear-probe":
+        trained = train_linear_probe(model, spec, data, config.optim, run_dir, resume, progress=progress)
+    else:
+        trained = train_network(model, spec, data, config.optim, run_dir, resume, progress=progress,
+                                finetune=config.model.mode == "finetune", augment=config.uses_augmentation)
     log.info("training took %.1f s", time.perf_counter() - started)
-    logits = probe_logits(model, spec, data, config) if config.mode == "linear-probe" else None
-    finish_run(run_dir, model, spec, data, config, history, seconds=time.perf_counter() - started, logits=logits)
-
-
-def probe_logits(model, spec: ModelSpec, data: dict, config: TrainConfig) -> dict:
-    """Val/test logits of a linear probe from its cached features: no second pass over the images."""
-    from mobilemed.training.features import frozen_features
-
-    with torch.inference_mode():
-        return {s: model.head.eval()(torch.from_numpy(frozen_features(model.backbone, d.images, spec,
-                                                                      progress=config.progress))).numpy()
-                for s, d in data.items() if s != "train" and len(d.images)}
+    return finish_run(run_dir, model, spec, data, config, trained.history, seconds=time.perf_counter() - started,
+                      logits=trained.logits)
 
 
 def seed_everything(seed: int) -> None:
@@ -107,12 +101,12 @@ def default_image_size(table: ImageTable) -> int:
 
 def make_spec(config: TrainConfig, table: ImageTable, *, in_chans: int, image_size: int) -> ModelSpec:
     mean, std = (GRAY_MEAN, GRAY_STD) if in_chans == 1 else (IMAGENET_MEAN, IMAGENET_STD)
-    return ModelSpec(arch=config.arch, class_names=list(table.class_names), task=table.task,
-                     image_size=image_size, in_chans=in_chans, mean=mean, std=std, dropout=config.dropout,
-                     tta=config.tta, dicom_voi=config.data_options.use_voi)
+    return ModelSpec(arch=config.model.arch, class_names=list(table.class_names), task=table.task,
+                     image_size=image_size, in_chans=in_chans, mean=mean, std=std, dropout=config.model.dropout,
+                     tta=config.model.tta, dicom_voi=config.data_options.use_voi)
 
 
-def backbone_state(config: TrainConfig) -> dict | None:
+def backbone_state(config: ModelChoice) -> dict | None:
     """ImageNet (or the user's) weights for the torchvision model, or None to train from scratch."""
     if config.mode == "scratch" or config.weights == "none":
         if config.mode == "linear-probe":
@@ -127,6 +121,6 @@ def backbone_state(config: TrainConfig) -> dict | None:
 def _write_run_start(run_dir: Path, config: TrainConfig, spec: ModelSpec, table: ImageTable) -> None:
     run_folder.write_config(run_dir, config.to_dict(), spec.to_dict())
     run_folder.write_split(run_dir, table)
-    run_folder.write_versions(run_dir, config.seed)
+    run_folder.write_versions(run_dir, config.optim.seed)
     counts = {s: int((table.splits == s).sum()) for s in ("train", "val", "test")}
     log.info("run folder %s; %s; task %s; classes %s", run_dir, counts, spec.task, spec.class_names)

@@ -10,32 +10,35 @@ from mobilemed.checkpoint import read_checkpoint, read_spec
 from mobilemed.data.table import ImageTable
 from mobilemed.errors import MobilemedError
 from mobilemed.spec import ModelSpec
+from mobilemed import run_files
 from mobilemed.training import run_folder
-from mobilemed.training.config import TrainConfig
+from mobilemed.training.config import TrainConfig, regroup
 
 log = logging.getLogger(__name__)
-# Fields that may differ between a run and its resume, because they change no number the run computes:
-# where the folder is, the flags that select resume/overwrite, progress bars (--quiet), the Grad-CAM
-# gallery, --strict (the leakage audit must pass either way), --skip-bad (split.csv must still match) and
-# the bootstrap size of the final confidence intervals. --epochs may grow only without a scheduler, whose
+# Fields that may differ between a run and its resume, because they change no number the run computes: the
+# RunOptions part (where the folder is, the flags that select resume/overwrite, progress bars (--quiet), the
+# Grad-CAM gallery, --strict (the leakage audit must pass either way), --skip-bad (split.csv must still match)
+# and the bootstrap size of the final confidence intervals) and the config.yaml format version (a flat
+# version-1 config is regrouped before the comparison). --epochs may grow only without a scheduler, whose
 # learning-rate curve would otherwise already have been stretched over the old length.
-MAY_DIFFER = ("run_dir", "resume", "overwrite", "progress", "gallery", "strict", "skip_bad", "n_bootstrap")
+MAY_DIFFER = ("run", "version")
 
 
 def check_resume_config(run_dir: Path, config: TrainConfig) -> None:
     """Refuse a resume whose settings differ from the run's config.yaml, listing every difference."""
-    path = Path(run_dir) / "config.yaml"
+    path = Path(run_dir) / run_files.CONFIG
     if not path.is_file():
         return  # killed before config.yaml existed: nothing was trained, the run starts afresh
     try:
         saved = (yaml.safe_load(path.read_text()) or {})["config"]
-    except (yaml.YAMLError, KeyError, TypeError):
+        saved = _flatten(saved if saved.get("version") else regroup(saved))
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
         raise MobilemedError(f"--resume: {path} is unreadable; start again with --overwrite") from None
-    ours = yaml.safe_load(yaml.safe_dump(config.to_dict()))  # the same normalisation config.yaml went through
-    differences = config_differences(_flatten(saved), _flatten(ours))
-    if config.scheduler == "none" and saved.get("scheduler") == "none" and \
-            isinstance(saved.get("epochs"), int) and config.epochs >= saved["epochs"]:
-        differences = [d for d in differences if not d.startswith("epochs:")]
+    ours = _flatten(yaml.safe_load(yaml.safe_dump(config.to_dict())))  # normalised as config.yaml was
+    differences = config_differences(saved, ours)
+    if ours["optim.scheduler"] == saved.get("optim.scheduler") == "none" and \
+            isinstance(saved.get("optim.epochs"), int) and ours["optim.epochs"] >= saved["optim.epochs"]:
+        differences = [d for d in differences if not d.startswith("optim.epochs:")]
     if differences:
         raise MobilemedError(f"--resume: this run differs from {path}: {'; '.join(differences)}; pass the run's own "
                              "options to continue it, or use --overwrite (or another --out) for a new run")
@@ -61,7 +64,7 @@ def _flatten(config: dict, prefix: str = "") -> dict:
 def resume_state(run_dir: Path, spec: ModelSpec, table: ImageTable) -> dict | None:
     """last.pt's contents, after checking the model and the split still match; None when the run was killed
     before its first epoch ended (it then starts from epoch 1)."""
-    last = Path(run_dir) / "last.pt"
+    last = Path(run_dir) / run_files.LAST
     if not last.exists():
         log.warning("--resume: %s has no last.pt (no epoch finished); training from epoch 1", run_dir)
         return None
@@ -72,7 +75,7 @@ def resume_state(run_dir: Path, spec: ModelSpec, table: ImageTable) -> dict | No
         raise MobilemedError(f"--resume: {last} is a {theirs.task} {theirs.arch} model at {theirs.image_size} px "
                              f"for {theirs.class_names}, but this run is {spec.task} {spec.arch} at "
                              f"{spec.image_size} px for {spec.class_names}")
-    saved_split = Path(run_dir) / "split.csv"
+    saved_split = Path(run_dir) / run_files.SPLIT
     if saved_split.is_file() and saved_split.read_text().splitlines() != \
             run_folder.split_csv_text(table).splitlines():
         raise MobilemedError(f"--resume: the images or their split differ from {saved_split}; resume with the "

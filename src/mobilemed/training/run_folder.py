@@ -1,9 +1,11 @@
-"""The run folder is the lab notebook: config, split, versions, history, metrics, checkpoints, plots."""
+"""The run folder is the lab notebook: config, split, versions, history, metrics, checkpoints, plots.
+
+Its file names, and the saved predictions' writer next to their reader, live in mobilemed/run_files.py
+(a floor every reader can import); this module writes the parts that need yaml, torch or the image table."""
 from __future__ import annotations
 
 import csv
 import io
-import json
 import platform
 import subprocess
 import sys
@@ -11,11 +13,11 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from mobilemed.data.table import ImageTable
 from mobilemed.fsutil import atomic_write
+from mobilemed.run_files import CONFIG, SPEC, SPLIT, VERSIONS, write_json
 
 PACKAGES = ("mobilemed", "torch", "torchvision", "numpy", "scikit-learn", "scipy", "pydicom", "medmnist",
             "onnxruntime", "pillow", "matplotlib")
@@ -26,24 +28,10 @@ def default_run_dir(data: str, mode: str) -> Path:
     return Path("runs") / f"{name}-{mode}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def write_json(path: Path, data) -> None:
-    with atomic_write(path) as handle:
-        json.dump(data, handle, indent=2, default=_json_default)
-        handle.write("\n")
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def write_config(run_dir: Path, config: dict, spec: dict) -> None:
-    with atomic_write(run_dir / "config.yaml") as handle:
+    with atomic_write(run_dir / CONFIG) as handle:
         yaml.safe_dump({"config": config, "spec": spec}, handle, sort_keys=False)
-    write_json(run_dir / "spec.json", spec)
+    write_json(run_dir / SPEC, spec)
 
 
 def write_versions(run_dir: Path, seed: int) -> None:
@@ -52,7 +40,7 @@ def write_versions(run_dir: Path, seed: int) -> None:
     versions = {name: _version(name) for name in PACKAGES}
     versions.update(python=sys.version.split()[0], platform=platform.platform(), seed=seed,
                     torch_threads=torch.get_num_threads(), git_sha=_git_sha(), command=" ".join(sys.argv))
-    write_json(run_dir / "versions.json", versions)
+    write_json(run_dir / VERSIONS, versions)
 
 
 def _version(name: str) -> str | None:
@@ -73,7 +61,7 @@ def _git_sha() -> str | None:
 
 def write_split(run_dir: Path, table: ImageTable) -> None:
     """split.csv: one row per image with its split, group and label(s)."""
-    with atomic_write(run_dir / "split.csv") as handle:
+    with atomic_write(run_dir / SPLIT) as handle:
         handle.write(split_csv_text(table))
 
 
@@ -95,9 +83,3 @@ def split_csv_text(table: ImageTable) -> str:
 
 def _group(table: ImageTable, i: int) -> str:
     return "" if table.groups is None else str(table.groups[i])
-
-
-def write_predictions(run_dir: Path, split: str, files, y_true, y_prob, logits, spec) -> None:
-    with atomic_write(run_dir / f"predictions_{split}.npz", "wb") as handle:
-        np.savez(handle, files=np.asarray(files, dtype=str), y_true=y_true, y_prob=y_prob, logits=logits,
-                 class_names=np.asarray(spec.class_names, dtype=str), task=np.asarray(spec.task))

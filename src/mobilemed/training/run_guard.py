@@ -25,7 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from mobilemed.checkpoint import RUN_STATE
+from mobilemed import run_files
+from mobilemed.run_files import RUN_STATE
 from mobilemed.errors import MobilemedError
 from mobilemed.fsutil import check_output_dir
 from mobilemed.training import run_folder
@@ -38,7 +39,7 @@ except ImportError:  # Windows: no advisory locks; the other checks still hold
 log = logging.getLogger(__name__)
 LOCK = ".mobilemed.lock"
 # What makes a folder a mobilemed run folder (so --overwrite may clear it and --resume may continue it).
-RUN_MARKERS = (RUN_STATE, "config.yaml", "last.pt", "best.pt")
+RUN_MARKERS = (RUN_STATE, run_files.CONFIG, run_files.LAST, run_files.BEST)
 
 
 def read_state(run_dir: Path) -> dict | None:

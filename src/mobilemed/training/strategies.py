@@ -1,19 +1,25 @@
-"""The two ways to train: a linear probe on cached frozen features, or the whole network."""
+"""The two ways to train: a linear probe on cached frozen features, or the whole network.
+
+Both run the same epoch loop (EpochLoop.run: train, validate, keep the best, save last.pt, stop when stale);
+what differs between them is the Plan (ProbePlan, NetworkPlan): which module learns, where its batches come
+from and how its validation logits are computed."""
 from __future__ import annotations
 
 import copy
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from mobilemed import run_files
 from mobilemed.batch_predict import predict_logits
 from mobilemed.checkpoint import save_checkpoint
 from mobilemed.spec import ModelSpec
-from mobilemed.training.config import TrainConfig
+from mobilemed.training.config import OptimConfig
 from mobilemed.training.features import frozen_features
 from mobilemed.training.loop import (build_optimizer, build_scheduler, feature_batches, image_batches,
                                      loss_targets, make_loss, train_one_epoch)
@@ -38,81 +44,160 @@ class EarlyStopping:
         return self.patience > 0 and epoch - self.best_epoch >= self.patience
 
 
-def train_linear_probe(model, spec: ModelSpec, data: dict, config: TrainConfig, run_dir: Path, resume):
-    """The tutorial's method done right: frozen eval-mode backbone, features computed once, head trained
-    on them. Returns (best full-model state_dict, history)."""
-    model.freeze_backbone()
-    features = {s: torch.from_numpy(frozen_features(model.backbone, d.images, spec, progress=config.progress))
-                for s, d in data.items() if len(d.images)}
-    head = model.head
-    optimizer = build_optimizer(head.parameters(), name=config.optimizer, lr=config.lr,
-                                weight_decay=config.weight_decay)
-    steps = -(-len(features["train"]) // config.batch_size)
+@dataclass
+class Trained:
+    """What training returns: the best full-model weights, one history row per epoch, and the val/test
+    logits when they came for free (a linear probe has them from its cached features)."""
 
-    def batches(generator):
-        return feature_batches(features["train"], data["train"].labels, spec.task,
-                               batch_size=config.batch_size, generator=generator)
+    best_state: dict
+    history: list
+    logits: dict | None = None
 
-    def val_logits(module):
+
+@dataclass
+class Plan:
+    """What one way of training gives the epoch loop: the module that learns, its training labels and
+    batches (batches()), and its validation logits (val_logits())."""
+
+    trained: nn.Module
+    train_labels: np.ndarray
+    batch_size: int
+
+    @property
+    def steps(self) -> int:
+        """Batches per epoch."""
+        return -(-len(self.train_labels) // self.batch_size)
+
+
+@dataclass
+class ProbePlan(Plan):
+    """A linear probe: the head learns on frozen features computed once per split."""
+
+    features: dict  # split -> (N, F) tensor
+    task: str
+
+    def batches(self, generator: torch.Generator):
+        return feature_batches(self.features["train"], self.train_labels, self.task, batch_size=self.batch_size,
+                               generator=generator)
+
+    def val_logits(self, module: nn.Module, split: str = "val") -> np.ndarray:
         with torch.inference_mode():
-            return module.eval()(features["val"]).numpy()
-
-    return _epochs(model, head, spec, data, config, run_dir, resume, optimizer, steps, batches, val_logits)
+            return module.eval()(self.features[split]).numpy()
 
 
-def train_network(model, spec: ModelSpec, data: dict, config: TrainConfig, run_dir: Path, resume):
-    """Fine-tune (backbone at a lower learning rate, optional head-only warm-up) or train from scratch."""
+@dataclass
+class NetworkPlan(Plan):
+    """Fine-tuning or training from scratch: the whole network learns on (augmented) cached pixels."""
+
+    train_images: np.ndarray
+    val_images: np.ndarray
+    spec: ModelSpec
+    augment: bool
+
+    def batches(self, generator: torch.Generator):
+        return image_batches(self.train_images, self.train_labels, self.spec, batch_size=self.batch_size,
+                             generator=generator, augment=self.augment)
+
+    def val_logits(self, module: nn.Module) -> np.ndarray:
+        return predict_logits(module, self.val_images, self.spec, tta=self.spec.tta)
+
+
+def train_linear_probe(model, spec: ModelSpec, data: dict, optim: OptimConfig, run_dir: Path, resume, *,
+                       progress: bool = True) -> Trained:
+    """The tutorial's method done right: frozen eval-mode backbone, features computed once, head trained
+    on them; the val/test logits of the best head come from the same features. data: split -> SplitData;
+    resume: last.pt's payload or None. The model ends up holding the best weights."""
+    model.freeze_backbone()
+    features = {s: torch.from_numpy(frozen_features(model.backbone, d.images, spec, progress=progress))
+                for s, d in data.items() if len(d.images)}
+    plan = ProbePlan(model.head, data["train"].labels, optim.batch_size, features, spec.task)
+    optimizer = build_optimizer(model.head.parameters(), name=optim.optimizer, lr=optim.lr,
+                                weight_decay=optim.weight_decay)
+    loop = EpochLoop(model, plan, optimizer, spec, data["val"].labels, optim, run_dir, progress=progress)
+    best_state, history = loop.run(resume)
+    model.load_state_dict(best_state)
+    return Trained(best_state, history, {s: plan.val_logits(model.head, s) for s in features if s != "train"})
+
+
+def train_network(model, spec: ModelSpec, data: dict, optim: OptimConfig, run_dir: Path, resume, *,
+                  finetune: bool, augment: bool, progress: bool = True) -> Trained:
+    """Fine-tune (backbone at a lower learning rate, optional head-only warm-up) or train from scratch
+    (finetune False). The model ends up holding the best weights."""
     model = model.to(memory_format=torch.channels_last)
-    backbone_lr = config.lr * (config.backbone_lr_scale if config.mode == "finetune" else 1.0)
-    groups = [{"params": model.head.parameters(), "lr": config.lr},
-              {"params": model.backbone.parameters(), "lr": backbone_lr}]
-    optimizer = build_optimizer(groups, name=config.optimizer, lr=config.lr, weight_decay=config.weight_decay)
-    steps = -(-len(data["train"].images) // config.batch_size)
-
-    def batches(generator):
-        return image_batches(data["train"].images, data["train"].labels, spec, batch_size=config.batch_size,
-                             generator=generator, augment=config.uses_augmentation)
-
-    def val_logits(module):
-        return predict_logits(module, data["val"].images, spec, tta=spec.tta)
-
-    return _epochs(model, model, spec, data, config, run_dir, resume, optimizer, steps, batches, val_logits)
+    groups = [{"params": model.head.parameters(), "lr": optim.lr},
+              {"params": model.backbone.parameters(), "lr": optim.lr * (optim.backbone_lr_scale if finetune else 1)}]
+    optimizer = build_optimizer(groups, name=optim.optimizer, lr=optim.lr, weight_decay=optim.weight_decay)
+    train, val = data["train"], data["val"]
+    plan = NetworkPlan(model, train.labels, optim.batch_size, train.images, val.images, spec, augment)
+    loop = EpochLoop(model, plan, optimizer, spec, data["val"].labels, optim, run_dir, progress=progress,
+                     finetune=finetune)
+    best_state, history = loop.run(resume)
+    model.load_state_dict(best_state)
+    return Trained(best_state, history)
 
 
-def _epochs(model, trained: nn.Module, spec, data, config, run_dir, resume, optimizer, steps, batches, val_logits):
-    """The shared epoch loop: train, validate, keep the best, stop when stale."""
-    scheduler = build_scheduler(optimizer, name=config.scheduler, epochs=config.epochs, steps_per_epoch=steps)
-    ema = _make_ema(trained, config.ema_decay)
-    loss_fn = make_loss(spec.task, data["train"].labels, config.class_weighting)
-    history, start, stopper, best_state, stopped = [], 0, EarlyStopping(config.patience), None, False
-    if resume is not None:
-        start, history, stopper, best_state, stopped = _restore(resume, model, optimizer, scheduler, ema, config)
-    generator = torch.Generator()
-    for epoch in range(start, start if stopped else config.epochs):
-        tic = time.perf_counter()
-        _seed_epoch(generator, config.seed, epoch)
-        if config.mode == "finetune":  # head-only warm-up protects the pretrained features from a random head
-            model.freeze_backbone(epoch < config.head_warmup_epochs)
-        train_loss = train_one_epoch(trained, batches(generator), loss_fn, optimizer, scheduler, total=steps,
-                                     ema=ema, desc=f"epoch {epoch + 1}/{config.epochs}", progress=config.progress)
+@dataclass
+class EpochLoop:
+    """The shared epoch loop: train, validate, keep the best, save last.pt, stop when stale."""
+
+    model: nn.Module  # the full model, saved in best.pt / last.pt
+    plan: Plan
+    optimizer: torch.optim.Optimizer
+    spec: ModelSpec
+    val_labels: np.ndarray
+    optim: OptimConfig
+    run_dir: Path
+    progress: bool = True
+    finetune: bool = False  # head-only warm-up epochs protect the pretrained features from a random head
+    # set by run(): the loss, one row per epoch, early stopping and the best weights so far
+    loss_fn: nn.Module | None = field(default=None, init=False)
+    history: list = field(default_factory=list, init=False)
+    stopper: EarlyStopping | None = field(default=None, init=False)
+    best_state: dict | None = field(default=None, init=False)
+
+    def run(self, resume: dict | None) -> tuple[dict, list]:
+        """(best full-model state_dict, history); `resume` is last.pt's payload to continue from."""
+        optim, trained = self.optim, self.plan.trained
+        scheduler = build_scheduler(self.optimizer, name=optim.scheduler, epochs=optim.epochs,
+                                    steps_per_epoch=self.plan.steps)
+        ema = _make_ema(trained, optim.ema_decay)
+        self.loss_fn = make_loss(self.spec.task, self.plan.train_labels, optim.class_weighting)
+        self.history, start, self.stopper, self.best_state, stopped = [], 0, EarlyStopping(optim.patience), None, False
+        if resume is not None:
+            start, self.history, self.stopper, self.best_state, stopped = _restore(
+                resume, self.model, self.optimizer, scheduler, ema, optim)
+        generator = torch.Generator()
+        for epoch in range(start, start if stopped else optim.epochs):
+            _seed_epoch(generator, optim.seed, epoch)
+            if self.finetune:
+                self.model.freeze_backbone(epoch < optim.head_warmup_epochs)
+            stopped = self._epoch(epoch, generator, scheduler, ema)
+            _save_last(self.run_dir, self.model, self.spec, self.optimizer, scheduler, ema, epoch, self.history,
+                       self.stopper, self.best_state, stopped)
+            if stopped:
+                log.info("early stop: no validation AUROC gain for %d epochs", optim.patience)
+                break
+        return self.best_state, self.history
+
+    def _epoch(self, epoch: int, generator, scheduler, ema) -> bool:
+        """Train one epoch, validate, keep the best weights; True when early stopping says stop."""
+        tic, trained = time.perf_counter(), self.plan.trained
+        train_loss = train_one_epoch(trained, self.plan.batches(generator), self.loss_fn, self.optimizer, scheduler,
+                                     total=self.plan.steps, ema=ema, desc=f"epoch {epoch + 1}/{self.optim.epochs}",
+                                     progress=self.progress)
         evaluated = ema.module if ema is not None else trained
-        logits = val_logits(evaluated)
-        val_loss = float(loss_fn(torch.from_numpy(logits), loss_targets(data["val"].labels, spec.task)))
-        score = validation_metrics(data["val"].labels, logits, spec.task)
-        history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, **score,
-                        "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - tic})
+        logits = self.plan.val_logits(evaluated)
+        val_loss = float(self.loss_fn(torch.from_numpy(logits), loss_targets(self.val_labels, self.spec.task)))
+        score = validation_metrics(self.val_labels, logits, self.spec.task)
+        self.history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, **score,
+                             "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - tic})
         log.info("epoch %d: train loss %.4f, val loss %.4f, val AUROC %.4f", epoch + 1, train_loss, val_loss,
                  score["val_auroc"])
-        if stopper.improved(score["val_auroc"], epoch) or best_state is None:
-            best_state = _model_state(model, trained, evaluated)
-            save_checkpoint(run_dir / "best.pt", _with_state(model, best_state), spec, epoch=epoch + 1,
-                            val_auroc=score["val_auroc"], complete=False)
-        stopped = stopper.stale(epoch)
-        _save_last(run_dir, model, spec, optimizer, scheduler, ema, epoch, history, stopper, best_state, stopped)
-        if stopped:
-            log.info("early stop: no validation AUROC gain for %d epochs", config.patience)
-            break
-    return best_state, history
+        if self.stopper.improved(score["val_auroc"], epoch) or self.best_state is None:
+            self.best_state = _model_state(self.model, trained, evaluated)
+            save_checkpoint(self.run_dir / run_files.BEST, _with_state(self.model, self.best_state), self.spec,
+                            epoch=epoch + 1, val_auroc=score["val_auroc"], complete=False)
+        return self.stopper.stale(epoch)
 
 
 def _seed_epoch(generator: torch.Generator, seed: int, epoch: int) -> None:
@@ -150,19 +235,19 @@ def _with_state(model: nn.Module, state: dict) -> nn.Module:
 
 def _save_last(run_dir, model, spec, optimizer, scheduler, ema, epoch, history, stopper, best_state, stopped):
     """Everything a resume needs to continue exactly where this epoch ended, early stop included."""
-    save_checkpoint(run_dir / "last.pt", model, spec, epoch=epoch + 1, optimizer=optimizer.state_dict(),
+    save_checkpoint(run_dir / run_files.LAST, model, spec, epoch=epoch + 1, optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), ema=None if ema is None else ema.state_dict(),
                     history=history, best_score=stopper.best, best_epoch=stopper.best_epoch, best_state=best_state,
                     stopped=stopped, complete=False)
 
 
-def _restore(payload: dict, model, optimizer, scheduler, ema, config):
+def _restore(payload: dict, model, optimizer, scheduler, ema, optim: OptimConfig):
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
     if ema is not None and payload.get("ema") is not None:
         ema.load_state_dict(payload["ema"])
-    stopper = EarlyStopping(config.patience, payload["best_score"], payload["best_epoch"])
+    stopper = EarlyStopping(optim.patience, payload["best_score"], payload["best_epoch"])
     stopped = bool(payload.get("stopped", False))
     log.info("resuming after epoch %d%s", payload["epoch"], " (it had stopped early)" if stopped else "")
     return payload["epoch"], list(payload["history"]), stopper, payload["best_state"], stopped
