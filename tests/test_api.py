@@ -1,12 +1,13 @@
-"""The notebook walk-through of the README, through `import mobilemed as mm` only: train, evaluate, predict on a
-numpy batch, explain, audit."""
+"""The notebook walk-through of the README, through the public API only (`from mobilemed import api as mm`):
+train, evaluate, predict on a numpy batch, explain, audit."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import mobilemed as mm
+import mobilemed
+from mobilemed import api as mm
 from tests.conftest import make_blob_folder
 
 
@@ -38,11 +39,15 @@ def test_a_notebook_trains_evaluates_predicts_and_explains(tmp_path):
     assert report.num_images == 48 and report.class_names == ["normal", "pneumonia"]
 
 
+def test_the_package_exposes_the_api_lazily():
+    assert mobilemed.train is mm.train and mobilemed.predict is mm.predict and mobilemed.load_model is mm.load_model
+
+
 def test_the_api_refuses_what_the_cli_refuses(tmp_path):
-    with pytest.raises(mm.MobilemedError, match="unknown option 'epoch'"):
+    with pytest.raises(mobilemed.MobilemedError, match="unknown option 'epoch'"):
         mm.train("pneumoniamnist", out=tmp_path / "r", epoch=3)
-    with pytest.raises(mm.MobilemedError, match="batch-size"):
+    with pytest.raises(mobilemed.MobilemedError, match="batch-size"):
         mm.train("pneumoniamnist", out=tmp_path / "r", batch_size=0)
     assert not (tmp_path / "r").exists()
-    with pytest.raises(mm.MobilemedError, match="uint8"):
+    with pytest.raises(mobilemed.MobilemedError, match="uint8"):
         mm.predict(object.__new__(type("M", (), {"predict_images": None, "spec": None})), np.zeros((2, 8, 8)))

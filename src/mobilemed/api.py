@@ -1,6 +1,6 @@
 """The Python API: one function per command, returning result objects, with the CLI's guarantees.
 
-    import mobilemed as mm
+    from mobilemed import api as mm      # or: from mobilemed.api import train, evaluate, predict, ...
     run = mm.train("pneumoniamnist", out="runs/pneu", mode="finetune", image_size=64, epochs=5)
     print(run.metrics["test"]["auroc_macro"])
     model = mm.load_model(run.run_dir / "best.pt")          # torch or ONNX Runtime behind one object
