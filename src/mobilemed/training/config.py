@@ -18,6 +18,7 @@ class TrainConfig:
     arch: str = "mobilenet_v2"
     weights: str = "imagenet"          # "imagenet", "none", or a state_dict path
     mode: str = "linear-probe"
+    feature_precision: str = "auto"    # linear probe, training split: auto | fp32 | int8 (training/feature_precision.py)
     image_size: int | None = None      # None: 224, or 64 for 28 px MedMNIST
     epochs: int = 10
     batch_size: int = 32
@@ -49,6 +50,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
+        if self.feature_precision not in ("auto", "fp32", "int8"):
+            raise MobilemedError(f"--feature-precision is auto, fp32 or int8; got {self.feature_precision!r}")
         if not 0 < self.ood_quantile <= 1:
             raise MobilemedError(f"--ood-quantile is a quantile in (0, 1], e.g. 0.99; got {self.ood_quantile}")
         if isinstance(self.data_options, dict):

@@ -41,6 +41,7 @@ class SplitData:
     images: np.ndarray
     labels: np.ndarray
     files: np.ndarray
+    features: np.ndarray | None = None  # a linear probe's frozen features, once computed
 
 
 def fit(config: TrainConfig) -> Path:
@@ -82,12 +83,9 @@ def _train_and_finish(run_dir: Path, model, spec: ModelSpec, data: dict, config:
 
 
 def probe_logits(model, spec: ModelSpec, data: dict, config: TrainConfig) -> dict:
-    """Val/test logits of a linear probe from its cached features: no second pass over the images."""
-    from mobilemed.training.features import frozen_features
-
+    """Val/test logits of a linear probe from the features it was trained with: no second pass."""
     with torch.inference_mode():
-        return {s: model.head.eval()(torch.from_numpy(frozen_features(model.backbone, d.images, spec,
-                                                                      progress=config.progress))).numpy()
+        return {s: model.head.eval()(torch.from_numpy(d.features)).numpy()
                 for s, d in data.items() if s != "train" and len(d.images)}
 
 

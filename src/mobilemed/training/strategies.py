@@ -13,8 +13,9 @@ from torch import nn
 from mobilemed.batch_predict import predict_logits
 from mobilemed.checkpoint import save_checkpoint
 from mobilemed.spec import ModelSpec
+from mobilemed.training import run_folder
 from mobilemed.training.config import TrainConfig
-from mobilemed.training.features import frozen_features
+from mobilemed.training.feature_precision import probe_features
 from mobilemed.training.loop import (build_optimizer, build_scheduler, feature_batches, image_batches,
                                      loss_targets, make_loss, train_one_epoch)
 from mobilemed.training.scoring import validation_metrics
@@ -42,8 +43,12 @@ def train_linear_probe(model, spec: ModelSpec, data: dict, config: TrainConfig, 
     """The tutorial's method done right: frozen eval-mode backbone, features computed once, head trained
     on them. Returns (best full-model state_dict, history)."""
     model.freeze_backbone()
-    features = {s: torch.from_numpy(frozen_features(model.backbone, d.images, spec, progress=config.progress))
-                for s, d in data.items() if len(d.images)}
+    arrays, record = probe_features(model.backbone, spec, data, precision=config.feature_precision,
+                                    seed=config.seed, progress=config.progress)
+    run_folder.write_json(run_dir / "feature_pass.json", record)
+    for split, part in data.items():  # the head's evaluation and the OOD detector reuse them
+        part.features = arrays.get(split)
+    features = {s: torch.from_numpy(f) for s, f in arrays.items()}
     head = model.head
     optimizer = build_optimizer(head.parameters(), name=config.optimizer, lr=config.lr,
                                 weight_decay=config.weight_decay)
