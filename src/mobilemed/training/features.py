@@ -85,7 +85,7 @@ class FeaturePass:
         with tempfile.TemporaryDirectory() as tmp:
             fp32_path, int8_path = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
             fp32_path.write_bytes(self._onnx_bytes())
-            used = quantize_int8(fp32_path, int8_path, calibration, batch_size=8)
+            used = quantize_int8(fp32_path, int8_path, calibration, batch_size=4)
             self._runners["int8"] = _ort_runner(int8_path.read_bytes())
         self._digest.update(b"int8" + np.ascontiguousarray(calibration).data)  # the scales depend on them
         return used

@@ -17,7 +17,7 @@ import torch
 
 from mobilemed.assets import load_imagenet_state
 from mobilemed.checkpoint import load_state_dict_file
-from mobilemed.data.cache import decoded_images
+from mobilemed.data.cache import decoded_images, take_splits
 from mobilemed.data.sources import load_table
 from mobilemed.data.table import ImageTable
 from mobilemed.errors import MobilemedError
@@ -62,8 +62,9 @@ def fit(config: TrainConfig) -> Path:
                                   use_voi=config.data_options.use_voi)
     table = table.subset(keep)
     spec = make_spec(config, table, in_chans=1 if images.ndim == 3 else 3, image_size=image_size)
-    data = {s: SplitData(np.asarray(images[table.splits == s]), table.labels[table.splits == s],
-                         table.paths[table.splits == s]) for s in ("train", "val", "test")}
+    pixels = take_splits(images, table.splits)  # in memory; the memory-mapped cache's pages are let go
+    data = {s: SplitData(pixels[s], table.labels[table.splits == s], table.paths[table.splits == s])
+            for s in ("train", "val", "test")}
     model = build_model(spec, weights)
     resume = resume_state(run_dir, spec, table) if config.resume else None
     with run_guard.guarded_run(run_dir, overwrite=config.overwrite):  # locked; "complete" only on success
