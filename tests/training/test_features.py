@@ -103,6 +103,15 @@ def test_int8_choice_on_real_images_follows_the_validation_aurocs(imagenet_cache
     assert forced_record["chosen"] == "fp32" and "val_auroc_int8" not in forced_record
 
 
+def test_feature_precision_is_checked_when_the_config_is_made():
+    from mobilemed.errors import MobilemedError
+    from mobilemed.training.config import TrainConfig
+
+    assert TrainConfig().feature_precision == "fp32"
+    with pytest.raises(MobilemedError, match="--feature-precision is auto, fp32 or int8; got 'int4'"):
+        TrainConfig(feature_precision="int4")
+
+
 def test_a_feature_change_that_costs_validation_auroc_is_caught():
     """compare_precisions on real structure: features that separate the classes, and a degraded copy."""
     from mobilemed.training.feature_precision import INT8_TOLERANCE, compare_precisions

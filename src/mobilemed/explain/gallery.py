@@ -22,7 +22,7 @@ from mobilemed.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 BINARY_KINDS = ("TP", "FP", "TN", "FN")
-BATCH = 4  # Grad-CAM keeps activations and gradients of a whole batch (~60 MB an image at 224 px)
+BATCH = 2  # Grad-CAM keeps activations and gradients of a whole batch (~90 MB an image at 224 px)
 
 
 @dataclass

@@ -34,7 +34,7 @@ from mobilemed.fsutil import atomic_write
 from mobilemed.spec import ModelSpec
 
 log = logging.getLogger(__name__)
-CHUNK = 64      # images per ONNX Runtime call
+CHUNK = 16      # images per ONNX Runtime call: its arena holds one call's activations (~15 MB an image at 224 px)
 PREFETCH = 2    # chunks the producer may hold ready ahead of the consumer
 CALIBRATION_IMAGES = 32  # training images whose activations set the int8 scales
 CALIBRATION_BATCH = 4  # images per calibration pass: the calibrator holds every activation of a pass
