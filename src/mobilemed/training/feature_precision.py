@@ -39,7 +39,8 @@ def probe_features(backbone, spec: ModelSpec, data: dict, *, precision: str = "a
     """Features of every non-empty split for a linear probe, and the record of how the training split's were
     computed: {"requested", "chosen", "reason", "val_auroc_fp32", "val_auroc_int8", "calibration_images",
     "seconds"}. `data` maps split names to objects with .images and .labels."""
-    extractor, record, tic = FeaturePass(backbone, spec, progress=progress), {"requested": precision}, time.perf_counter()
+    extractor, record = FeaturePass(backbone, spec, progress=progress), {"requested": precision}
+    tic = time.perf_counter()
     features = {s: extractor.features(d.images) for s, d in data.items() if s != "train" and len(d.images)}
     chosen = "fp32" if precision == "fp32" else _try_int8(extractor, data, features, spec, precision, seed, record)
     features["train"] = extractor.features(data["train"].images, chosen)

@@ -7,8 +7,8 @@ installed (`pip install 'mobilemed[fast]'`); the torch path gives the same numbe
 
 A producer thread prepares the next chunk (pages in the memory-mapped cache, then `to_model_input`:
 channels, resize, normalisation) while ONNX Runtime, which releases the GIL, runs the current one. It
-is never more than PREFETCH chunks ahead, so float32 input exists for a few chunks, never the set. For the training split the probe may use an int8 copy of the
-backbone (see training/feature_precision.py for when).
+is never more than PREFETCH chunks ahead, so float32 input exists for a few chunks, never the set.
+For the training split the probe may use an int8 copy of the backbone (training/feature_precision.py).
 """
 from __future__ import annotations
 
