@@ -22,7 +22,7 @@ from mobilemed.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 BINARY_KINDS = ("TP", "FP", "TN", "FN")
-BATCH = 2  # Grad-CAM keeps activations and gradients of a whole batch (~90 MB an image at 224 px)
+BATCH = 1  # Grad-CAM keeps the activations and gradients of a whole batch: ~100 MB an image at 224 px
 
 
 @dataclass

@@ -15,7 +15,7 @@ from mobilemed.errors import MobilemedError
 from mobilemed.io.dicom import dicom_modality, is_dicom
 from mobilemed.ood import MahalanobisDetector
 from mobilemed.spec import ModelSpec
-from mobilemed.training.features import frozen_features
+from mobilemed.training.features import frozen_features, release_freed_memory
 
 log = logging.getLogger(__name__)
 # Source formats by suffix; MedMNIST rows are ids ("pneumoniamnist:train:17"), not files.
@@ -35,6 +35,7 @@ def fit_detector(model, spec: ModelSpec, data: dict, *, quantile: float, cached:
     spec.ood_method, spec.ood_threshold = detector.method, float(detector.threshold_)
     log.info("OOD detector: %s on %d training images, threshold %.1f (%.0f%% of validation)",
              detector.method, len(features["train"]), detector.threshold_, 100 * quantile)
+    release_freed_memory()  # the covariance fit's temporaries; the gallery comes next and needs room
     return detector, {s: detector.score(f) for s, f in features.items() if s != "train"}
 
 

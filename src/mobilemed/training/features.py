@@ -12,6 +12,7 @@ For the training split the probe may use an int8 copy of the backbone (training/
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import queue
@@ -69,6 +70,8 @@ class FeaturePass:
         chunks = [runner(chunk) for chunk in tqdm(batches, total=-(-len(images) // CHUNK), unit="batch",
                                                   desc=f"backbone features ({precision})", disable=not self.progress)]
         features = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 0), np.float32)
+        del chunks, batches
+        release_freed_memory()
         if path is not None:
             with atomic_write(path, "wb") as handle:
                 np.save(handle, features)
@@ -167,6 +170,16 @@ def prefetched(items, depth: int):
 class _Failure:
     def __init__(self, error: BaseException):
         self.error = error
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the pass back to the OS (glibc only; elsewhere nothing happens). The producer
+    and ONNX Runtime threads allocate chunk-sized blocks in their own malloc arenas, which glibc keeps
+    after they are freed: ~200 MB stayed resident after a Kermany pass, for the rest of the run."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _timed(run, x: np.ndarray) -> float:
