@@ -29,6 +29,7 @@ FLOORS = {
     "assets.home": 1, "assets.index": 1, "assets.medmnist_files": 1,
     "export.metadata": 1,  # the spec inside an .onnx file: read by the torch-free path
     "data": 2, "models": 2,
+    "export.quantize": 2,  # onnxruntime's int8 quantiser: used by export and by training's int8 feature pass
     "checkpoint": 3, "batch_predict": 3, "assets": 3,  # assets.weights checks files against the registry
     "predictions": 3,  # one Predictions type and its OOD flags, for the torch and the ONNX path
     "inference": 4, "onnx_model": 4,  # what a deployment runs: below everything that evaluates or explains

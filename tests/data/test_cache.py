@@ -66,3 +66,53 @@ def test_skip_bad_skips_a_decompression_bomb_and_otherwise_names_it(tmp_path, bl
     images, keep = decoded_images(table, 32, progress=False, skip_bad=True)
     assert keep.sum() == len(table) - 1 and not keep[[p.endswith("bomb.png") for p in table.paths]].any()
     assert images.shape == (len(table) - 1, 32, 32)
+
+
+def test_rgb_files_of_gray_pictures_are_stored_as_one_channel_and_a_colour_file_makes_the_set_rgb(tmp_path):
+    """Kermany's JPEGs are RGB files with R == G == B: they cost a third of the bytes as one channel, and a
+    1-channel model sees what it would from the same picture saved gray. One real colour image makes the
+    whole set RGB, its gray images repeated into three channels."""
+    from PIL import Image
+
+    from mobilemed.data.cache import as_gray_if_equal
+
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (3, 24, 24), dtype=np.uint8)
+    for split in ("train", "val", "test"):
+        for label in ("normal", "pneumonia"):
+            folder = tmp_path / "rgb_of_gray" / split / label
+            folder.mkdir(parents=True)
+            for i, g in enumerate(gray):  # PNG: lossless, so equal channels stay equal
+                Image.fromarray(np.stack([g] * 3, -1), "RGB").save(folder / f"{i}.png")
+    images, _ = decoded_images(load_table(str(tmp_path / "rgb_of_gray")), 24, progress=False)
+    assert images.shape == (18, 24, 24)
+    assert {g.tobytes() for g in np.asarray(images)} == {g.tobytes() for g in gray}
+    colour = np.stack([gray[0], gray[1], gray[2]], -1)
+    Image.fromarray(colour, "RGB").save(tmp_path / "rgb_of_gray" / "train" / "normal" / "colour.png")
+    mixed, _ = decoded_images(load_table(str(tmp_path / "rgb_of_gray")), 24, progress=False)
+    assert mixed.shape == (19, 24, 24, 3)
+    rows = {m.tobytes() for m in np.asarray(mixed)}
+    assert colour.tobytes() in rows and np.repeat(gray[0][..., None], 3, -1).tobytes() in rows
+    assert as_gray_if_equal(colour) is colour
+
+
+def test_take_splits_gathers_each_split_and_lets_the_mapped_cache_go(tmp_path):
+    from mobilemed.data.cache import GATHER_ROWS, take_splits
+
+    def resident_mb():
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+    rng = np.random.default_rng(0)
+    n = 4 * GATHER_ROWS + 7
+    np.save(tmp_path / "cache.npy", rng.integers(0, 256, (n, 128, 128), dtype=np.uint8))  # 66 MB
+    splits = rng.choice(np.array(["train", "val", "test"], dtype=object), n)
+    mapped = np.load(tmp_path / "cache.npy", mmap_mode="r")
+    before = resident_mb()
+    parts = take_splits(mapped, splits)
+    grew = resident_mb() - before
+    full = np.load(tmp_path / "cache.npy")
+    for name in ("train", "val", "test"):
+        np.testing.assert_array_equal(parts[name], full[splits == name])
+    # the copies (66 MB) are resident; the mapped pages they were read from are not (else ~132 MB)
+    assert grew < 66 * 1.3

@@ -2,11 +2,17 @@
 
 The cache key covers each file's path, size and modification time and the target size, so an
 edited image is decoded again. Arrays live under MOBILEMED_HOME/decoded/ as .npy (memory-mapped).
+
+An RGB file whose three channels are equal (Kermany's JPEGs are RGB files of gray X-rays) is a gray
+source: it is stored as one channel, a third of the bytes, and trains a 1-channel model exactly as the
+same picture saved as a gray PNG would. Images are written into one preallocated array as they
+decode, so decoding never holds a list of per-image arrays and their stacked copy at once.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +27,7 @@ from mobilemed.fsutil import atomic_write
 from mobilemed.io.images import read_image
 
 log = logging.getLogger(__name__)
+GATHER_ROWS = 256  # rows per step of take_splits: a few MB at 224 px
 
 
 def decoded_images(table: ImageTable, image_size: int, *, skip_bad: bool = False, progress: bool = True,
@@ -46,7 +53,7 @@ def decoded_images(table: ImageTable, image_size: int, *, skip_bad: bool = False
 
 
 def _cache_key(paths, image_size: int, use_voi: bool = True) -> str:
-    digest = hashlib.sha1(f"v1:{image_size}".encode() + (b"" if use_voi else b":no-voi"))
+    digest = hashlib.sha1(f"v2:{image_size}".encode() + (b"" if use_voi else b":no-voi"))
     for path in paths:
         try:
             stat = os.stat(path)
@@ -59,27 +66,69 @@ def _cache_key(paths, image_size: int, use_voi: bool = True) -> str:
 def _decode_all(paths, image_size: int, *, skip_bad: bool, progress: bool, use_voi: bool = True):
     def decode(path):
         try:
-            return read_image(path, size=image_size, use_voi=use_voi)
+            return as_gray_if_equal(read_image(path, size=image_size, use_voi=use_voi))
         except MobilemedError as err:
             if not skip_bad:
                 raise
             log.warning("skipping unreadable image: %s", err)
             return None
 
+    images = np.zeros((len(paths), image_size, image_size), np.uint8)  # gray until a colour image comes
+    mask = np.zeros(len(paths), bool)
     # PIL and pydicom release the GIL while decoding, so threads use both cores without pickling.
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        arrays = list(tqdm(pool.map(decode, paths), total=len(paths), desc="decode images",
-                           disable=not progress, unit="img"))
-    mask = np.array([a is not None for a in arrays], dtype=bool)
+        for i, pixels in enumerate(tqdm(pool.map(decode, paths), total=len(paths), desc="decode images",
+                                        disable=not progress, unit="img")):
+            if pixels is None:
+                continue
+            if pixels.ndim == 3 and images.ndim == 3:  # a mixed folder becomes RGB: gray is repeated
+                images = np.repeat(images[..., None], 3, axis=-1)
+            images[i], mask[i] = pixels if pixels.ndim == images.ndim - 1 else pixels[..., None], True
     if not mask.any():
         raise MobilemedError("no image could be read; check the paths and files")
     if (~mask).any():
         log.warning("skipped %d unreadable image(s) of %d (--skip-bad)", int((~mask).sum()), len(mask))
-    good = [a for a in arrays if a is not None]
-    colour = any(a.ndim == 3 for a in good)
-    if colour:  # a mixed folder becomes RGB: gray images are repeated into three channels
-        good = [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=-1) for a in good]
-    return np.stack(good), mask
+        images = images[mask]
+    return images, mask
+
+
+def as_gray_if_equal(pixels: np.ndarray) -> np.ndarray:
+    """(H, W, 3) with R == G == B everywhere -> (H, W); anything else unchanged."""
+    if pixels.ndim == 3 and np.array_equal(pixels[..., 0], pixels[..., 1]) \
+            and np.array_equal(pixels[..., 1], pixels[..., 2]):
+        return np.ascontiguousarray(pixels[..., 0])
+    return pixels
+
+
+def take_splits(images: np.ndarray, splits: np.ndarray, names=("train", "val", "test")) -> dict[str, np.ndarray]:
+    """{name: images[splits == name]} as in-memory arrays, gathered in one pass GATHER_ROWS rows at a time.
+
+    For the memory-mapped cache each step's pages are handed back to the kernel once copied: otherwise the
+    mapping stays resident next to the copies and a run holds the decoded set twice."""
+    out = {name: np.empty((int((splits == name).sum()), *images.shape[1:]), images.dtype) for name in names}
+    filled = dict.fromkeys(names, 0)
+    for start in range(0, len(images), GATHER_ROWS):
+        block, where = np.asarray(images[start:start + GATHER_ROWS]), splits[start:start + GATHER_ROWS]
+        for name in names:
+            rows = block[where == name]
+            out[name][filled[name]:filled[name] + len(rows)] = rows
+            filled[name] += len(rows)
+        _release_rows(images, start, start + len(block))
+    return out
+
+
+def _release_rows(images: np.ndarray, start: int, stop: int) -> None:
+    """Drop rows [start, stop) of a read-only np.memmap from this process's resident pages (they stay in
+    the page cache; reading them again faults them back in). Anything else is left alone."""
+    mapping = getattr(images, "_mmap", None)
+    if not isinstance(images, np.memmap) or mapping is None or not hasattr(mapping, "madvise"):
+        return
+    row = images.strides[0]
+    base = images.offset % mmap.ALLOCATIONGRANULARITY  # np.memmap maps from an aligned offset
+    first = (base + start * row) // mmap.PAGESIZE * mmap.PAGESIZE
+    last = min(base + stop * row, len(mapping))
+    if last > first:
+        mapping.madvise(mmap.MADV_DONTNEED, first, last - first)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

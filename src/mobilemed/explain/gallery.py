@@ -23,7 +23,7 @@ from mobilemed.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 BINARY_KINDS = ("TP", "FP", "TN", "FN")
-BATCH = 16  # Grad-CAM keeps activations and gradients of a whole batch: small batches bound memory
+BATCH = 1  # Grad-CAM keeps the activations and gradients of a whole batch: ~100 MB an image at 224 px
 
 
 @dataclass

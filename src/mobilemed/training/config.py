@@ -18,6 +18,7 @@ from mobilemed.data.sources import DataOptions
 from mobilemed.errors import MobilemedError
 
 MODES = ("linear-probe", "finetune", "scratch")
+FEATURE_PRECISIONS = ("fp32", "auto", "int8")
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULERS = ("cosine", "onecycle", "none")
 CLASS_WEIGHTINGS = ("balanced", "none")
@@ -39,6 +40,7 @@ class ModelChoice:
     arch: str = "mobilenet_v2"
     weights: str = "imagenet"          # "imagenet", "none", or a state_dict path
     mode: str = "linear-probe"
+    feature_precision: str = "fp32"    # linear probe, training split: fp32 | auto | int8 (training/feature_precision.py)
     image_size: int | None = None      # None: 224, or 64 for 28 px MedMNIST
     dropout: float = 0.2
     tta: bool = False                  # average predictions over the image and small shifts of it
@@ -47,6 +49,7 @@ class ModelChoice:
         from mobilemed.models.registry import get_backbone
 
         _one_of("mode", self.mode, MODES)
+        _one_of("feature_precision", self.feature_precision, FEATURE_PRECISIONS)
         smallest = get_backbone(self.arch).min_image_size  # an unknown architecture is refused here
         if self.image_size is not None and self.image_size < smallest:
             raise MobilemedError(f"--image-size {self.image_size} is below the {smallest} px that {self.arch} "

@@ -2,8 +2,9 @@
 
 The detector (mobilemed.ood) is fitted on the penultimate features of the TRAINING split and thresholded on
 VALIDATION, never on test. Features come from the final model's backbone: for a linear probe they are the
-cached frozen features the head was trained on; for finetune / scratch one extra pass over train + val
-(not cached: the weights are new, a cache entry would never be read again).
+frozen features the head was trained on (the training split's may be int8, see training/feature_precision.py;
+validation's are fp32, so the threshold fits the deployed fp32 model); for finetune / scratch one extra pass
+over train + val (not cached: the weights are new, a cache entry would never be read again).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from mobilemed.errors import MobilemedError
 from mobilemed.io.dicom import dicom_modality, is_dicom
 from mobilemed.ood import MahalanobisDetector
 from mobilemed.spec import ModelSpec
-from mobilemed.training.features import frozen_features
+from mobilemed.training.features import frozen_features, release_freed_memory
 
 log = logging.getLogger(__name__)
 # Source formats by suffix; MedMNIST rows are ids ("pneumoniamnist:train:17"), not files.
@@ -26,13 +27,15 @@ def fit_detector(model, spec: ModelSpec, data: dict, *, quantile: float, cached:
     """A MahalanobisDetector on the train split's features, its threshold the `quantile` of validation scores.
     Class-conditional for binary / multiclass, one class-agnostic Gaussian for multilabel (see mobilemed.ood).
     Also sets the spec's OOD fields. Returns (detector, {"val": scores, "test": scores})."""
-    features = {name: frozen_features(model.backbone, part.images, spec, progress=progress, use_cache=cached)
+    features = {name: part.features if getattr(part, "features", None) is not None else
+                frozen_features(model.backbone, part.images, spec, progress=progress, use_cache=cached)
                 for name, part in data.items() if len(part.images)}
     labels = None if spec.task == "multilabel" else data["train"].labels
     detector = MahalanobisDetector().fit(features["train"], labels).set_threshold(features["val"], quantile)
     spec.ood_method, spec.ood_threshold = detector.method, float(detector.threshold_)
     log.info("OOD detector: %s on %d training images, threshold %.1f (%.0f%% of validation)",
              detector.method, len(features["train"]), detector.threshold_, 100 * quantile)
+    release_freed_memory()  # the covariance fit's temporaries; the gallery comes next and needs room
     return detector, {s: detector.score(f) for s, f in features.items() if s != "train"}
 
 

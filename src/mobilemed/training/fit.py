@@ -17,7 +17,7 @@ import torch
 
 from mobilemed.assets import load_imagenet_state
 from mobilemed.checkpoint import load_state_dict_file
-from mobilemed.data.cache import decoded_images
+from mobilemed.data.cache import decoded_images, take_splits
 from mobilemed.data.sources import load_table
 from mobilemed.data.table import ImageTable
 from mobilemed.errors import MobilemedError
@@ -40,6 +40,7 @@ class SplitData:
     images: np.ndarray
     labels: np.ndarray
     files: np.ndarray
+    features: np.ndarray | None = None  # a linear probe's frozen features, once computed
 
 
 def fit(config: TrainConfig) -> TrainResult:
@@ -62,8 +63,9 @@ def fit(config: TrainConfig) -> TrainResult:
                                   use_voi=config.data_options.use_voi)
     table = table.subset(keep)
     spec = make_spec(config, table, in_chans=1 if images.ndim == 3 else 3, image_size=image_size)
-    data = {s: SplitData(np.asarray(images[table.splits == s]), table.labels[table.splits == s],
-                         table.paths[table.splits == s]) for s in ("train", "val", "test")}
+    pixels = take_splits(images, table.splits)  # in memory; the memory-mapped cache's pages are let go
+    data = {s: SplitData(pixels[s], table.labels[table.splits == s], table.paths[table.splits == s])
+            for s in ("train", "val", "test")}
     model = build_model(spec, weights)
     resume = resume_state(run_dir, spec, table) if run.resume else None
     with run_guard.guarded_run(run_dir, overwrite=run.overwrite):  # locked; "complete" only on success
@@ -76,7 +78,8 @@ def _train_and_finish(run_dir: Path, model, spec: ModelSpec, data: dict, config:
     started = time.perf_counter()
     progress = config.run.progress
     if config.model.mode == "linear-probe":
-        trained = train_linear_probe(model, spec, data, config.optim, run_dir, resume, progress=progress)
+        trained = train_linear_probe(model, spec, data, config.optim, run_dir, resume, progress=progress,
+                                     feature_precision=config.model.feature_precision)
     else:
         trained = train_network(model, spec, data, config.optim, run_dir, resume, progress=progress,
                                 finetune=config.model.mode == "finetune", augment=config.uses_augmentation)

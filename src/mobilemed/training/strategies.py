@@ -20,7 +20,7 @@ from mobilemed.batch_predict import predict_logits
 from mobilemed.checkpoint import save_checkpoint
 from mobilemed.spec import ModelSpec
 from mobilemed.training.config import OptimConfig
-from mobilemed.training.features import frozen_features
+from mobilemed.training.feature_precision import probe_features
 from mobilemed.training.loop import (build_optimizer, build_scheduler, feature_batches, image_batches,
                                      loss_targets, make_loss, train_one_epoch)
 from mobilemed.training.scoring import validation_metrics
@@ -103,13 +103,18 @@ class NetworkPlan(Plan):
 
 
 def train_linear_probe(model, spec: ModelSpec, data: dict, optim: OptimConfig, run_dir: Path, resume, *,
-                       progress: bool = True) -> Trained:
+                       progress: bool = True, feature_precision: str = "fp32") -> Trained:
     """The tutorial's method done right: frozen eval-mode backbone, features computed once, head trained
-    on them; the val/test logits of the best head come from the same features. data: split -> SplitData;
-    resume: last.pt's payload or None. The model ends up holding the best weights."""
+    on them; the val/test logits of the best head come from the same features. data: split -> SplitData
+    (each gets .features, which the OOD detector reuses); resume: last.pt's payload or None.
+    feature_precision: see training/feature_precision.py. The model ends up holding the best weights."""
     model.freeze_backbone()
-    features = {s: torch.from_numpy(frozen_features(model.backbone, d.images, spec, progress=progress))
-                for s, d in data.items() if len(d.images)}
+    arrays, record = probe_features(model.backbone, spec, data, precision=feature_precision, seed=optim.seed,
+                                    progress=progress)
+    run_files.write_json(run_dir / "feature_pass.json", record)
+    for split, part in data.items():
+        part.features = arrays.get(split)
+    features = {s: torch.from_numpy(f) for s, f in arrays.items()}
     plan = ProbePlan(model.head, data["train"].labels, optim.batch_size, features, spec.task)
     optimizer = build_optimizer(model.head.parameters(), name=optim.optimizer, lr=optim.lr,
                                 weight_decay=optim.weight_decay)
