@@ -105,11 +105,11 @@ def test_int8_choice_on_real_images_follows_the_validation_aurocs(imagenet_cache
 
 def test_feature_precision_is_checked_when_the_config_is_made():
     from mobilemed.errors import MobilemedError
-    from mobilemed.training.config import TrainConfig
+    from mobilemed.training.config import ModelChoice, TrainConfig
 
-    assert TrainConfig().feature_precision == "fp32"
-    with pytest.raises(MobilemedError, match="--feature-precision is auto, fp32 or int8; got 'int4'"):
-        TrainConfig(feature_precision="int4")
+    assert TrainConfig().model.feature_precision == "fp32"
+    with pytest.raises(MobilemedError, match="--feature-precision 'int4' is unknown; choose one of fp32, auto, int8"):
+        ModelChoice(feature_precision="int4")
 
 
 def test_a_feature_change_that_costs_validation_auroc_is_caught():
