@@ -67,14 +67,9 @@ def predict(model, inputs, *, files=None, skip_bad: bool = False):
                                  f"{inputs.shape}")
         names = list(files) if files is not None else [f"image_{i}" for i in range(len(inputs))]
         return model.predict_images(_at_model_size(inputs, model.spec.image_size), names)
-    from mobilemed.predictions import expand_inputs, read_batch
+    from mobilemed.predictions import predict_paths
 
-    batch, kept, skipped, reasons = read_batch(model.read_image, expand_inputs(inputs), skip_bad=skip_bad)
-    if batch is None:
-        raise MobilemedError("no readable image among the inputs")
-    result = model.predict_images(batch, kept)
-    result.skipped, result.skip_reasons = skipped, reasons
-    return result
+    return predict_paths(model, inputs, skip_bad=skip_bad)
 
 
 def evaluate(model, data: str, *, split: str = "test", out=None, **options):

@@ -12,10 +12,9 @@ import torch
 
 from mobilemed.batch_predict import predict_features_and_logits, predict_logits
 from mobilemed.checkpoint import load_checkpoint, load_ood_detector
-from mobilemed.errors import MobilemedError
 from mobilemed.io.images import read_image
 from mobilemed.ood import MahalanobisDetector
-from mobilemed.predictions import Predictions, answer, expand_inputs, read_batch  # noqa: F401  (re-exported)
+from mobilemed.predictions import Predictions, answer, expand_inputs, predict_paths  # noqa: F401  (re-exported)
 from mobilemed.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -48,9 +47,4 @@ class Predictor:
 
     def predict_files(self, paths, *, skip_bad: bool = False) -> Predictions:
         """Every image of `paths` (files or folders) at once; prediction.predict_to_csv streams instead."""
-        batch, kept, skipped, reasons = read_batch(self.read_image, expand_inputs(paths), skip_bad=skip_bad)
-        if batch is None:
-            raise MobilemedError("no readable image among the inputs")
-        result = self.predict_images(batch, kept)
-        result.skipped, result.skip_reasons = skipped, reasons
-        return result
+        return predict_paths(self, paths, skip_bad=skip_bad)

@@ -61,6 +61,17 @@ def flag_unseen_modalities(result: Predictions, spec: ModelSpec) -> None:
                                      f"{', '.join(spec.source_formats) or 'non-DICOM'} files)")
 
 
+def predict_paths(predictor, paths, *, skip_bad: bool = False) -> Predictions:
+    """Every image of `paths` (files or folders) in one batch, for any predictor (torch or ONNX Runtime);
+    prediction.predict_to_csv streams a folder of any size instead."""
+    batch, kept, skipped, reasons = read_batch(predictor.read_image, expand_inputs(paths), skip_bad=skip_bad)
+    if batch is None:
+        raise MobilemedError("no readable image among the inputs")
+    result = predictor.predict_images(batch, kept)
+    result.skipped, result.skip_reasons = skipped, reasons
+    return result
+
+
 def read_batch(read_image, files: list[str], *, skip_bad: bool) -> tuple[np.ndarray | None, list, list, list]:
     """(stacked pixels or None, files read, files skipped, reasons) of one batch of files, in order."""
     images, kept, skipped, reasons = [], [], [], []
