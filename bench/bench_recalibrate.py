@@ -25,7 +25,8 @@ def write_halves(folder: Path, seed: int = 0) -> tuple[Path, Path]:
     rng = np.random.default_rng(seed)
     halves = ([], [])
     for label in ("NORMAL", "PNEUMONIA"):
-        files = sorted(str(p) for p in (KERMANY / "test" / label).glob("*.jpeg"))
+        # relative to the data folder, which is the manifests' --image-root (paths never leave it)
+        files = sorted(str(p.relative_to(KERMANY)) for p in (KERMANY / "test" / label).glob("*.jpeg"))
         order = rng.permutation(len(files))
         for rank, index in enumerate(order):
             halves[rank % 2].append((files[index], label))
@@ -38,6 +39,12 @@ def write_halves(folder: Path, seed: int = 0) -> tuple[Path, Path]:
     return paths
 
 
+def site_options():
+    from mobilemed.data.sources import DataOptions
+
+    return DataOptions(image_root=str(KERMANY))
+
+
 def score(checkpoint: Path, manifest: Path) -> dict:
     from mobilemed.data.cache import decoded_images
     from mobilemed.evaluation.metrics import compute_metrics
@@ -46,7 +53,7 @@ def score(checkpoint: Path, manifest: Path) -> dict:
 
     predictor = Predictor.from_checkpoint(checkpoint)
     spec = predictor.spec
-    table = site_table(str(manifest), None, "all")
+    table = site_table(str(manifest), site_options(), "all")
     images, _ = decoded_images(table, spec.image_size, progress=False)
     result = predictor.predict_images(np.asarray(images), list(table.paths))
     report = compute_metrics(site_labels(table, spec, str(manifest)), result.probabilities, task=spec.task,
@@ -68,7 +75,8 @@ def main() -> None:
                     str(SHARED / "weights/mobilenet_v2_imagenet.pth"), "--out", str(run), "--no-gallery",
                     "--n-bootstrap", "0"]) == 0
     site_a, site_b = write_halves(run)
-    recalibrated = recalibrate_checkpoint(run / "best.pt", str(site_a), run / "site.pt", split="all").path
+    recalibrated = recalibrate_checkpoint(run / "best.pt", str(site_a), run / "site.pt", split="all",
+                                          data_options=site_options()).path
     rows = {"chosen on validation (training)": score(run / "best.pt", site_b),
             "recalibrated on test half A": score(recalibrated, site_b)}
     n = next(iter(rows.values()))["n"]
