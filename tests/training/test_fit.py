@@ -74,7 +74,8 @@ def test_linear_probe_on_pneumoniamnist_learns(imagenet_cache, tmp_path):
     lo, hi = test["auroc_macro"]["ci"]
     assert lo < test["auroc_macro"]["value"] < hi
     feature_pass = json.loads((run / "feature_pass.json").read_text())
-    assert feature_pass["requested"] == feature_pass["chosen"] == "fp32" and feature_pass["seconds"] > 0
+    # seconds is 0.0 when an earlier test already cached these very features
+    assert feature_pass["requested"] == feature_pass["chosen"] == "fp32" and feature_pass["seconds"] >= 0
 
 
 def test_multilabel_run_from_a_multihot_manifest_reports_every_finding(shared, imagenet_cache, tmp_path):
