@@ -95,3 +95,18 @@ def test_site_labels_follow_the_model_class_order_case_insensitively():
     assert site_labels(multi, findings, "site").tolist() == [[1, 1], [0, 0]]
     with pytest.raises(MobilemedError, match="is a multilabel task but the model is binary"):
         site_labels(multi, spec, "site")
+
+
+def test_recalibrate_checkpoint_is_a_library_verb(tiny_model, shifted_site, tmp_path):
+    """Called from Python: the same result object the CLI prints, and the same refusal of a missing target."""
+    from mobilemed.errors import MobilemedError
+    from mobilemed.recalibration import recalibrate_checkpoint
+
+    done = recalibrate_checkpoint(tiny_model, str(shifted_site), tmp_path / "site.pt", calibrate=False)
+    assert done.n == 20 and done.path.is_file()
+    assert done.after.temperature == done.before.temperature  # calibrate=False keeps it
+    record = done.after.provenance["thresholds"]
+    assert record["n"] == 20 and record["data"] == str(shifted_site) and record["previous"] == done.before.thresholds
+    with pytest.raises(MobilemedError, match="target"):
+        recalibrate_checkpoint(tiny_model, str(shifted_site), tmp_path / "x.pt", threshold_rule="target_sensitivity")
+    assert not (tmp_path / "x.pt").exists()

@@ -110,3 +110,12 @@ def test_export_refuses_bad_outputs_and_foreign_onnx_files(tiny_run, tmp_path, c
     garbage.write_bytes(b"not a model")
     with pytest.raises(MobilemedError, match="not a loadable ONNX model"):
         OnnxModel(garbage)
+
+
+def test_export_checkpoint_is_a_library_verb(tiny_run, tmp_path):
+    from mobilemed.export.exporter import export_checkpoint
+
+    checkpoint, _ = tiny_run
+    result = export_checkpoint(checkpoint, tmp_path / "verb.onnx")
+    assert result.path == tmp_path / "verb.onnx" and result.path.is_file() and result.parity_path.is_file()
+    assert result.parity["precision"] == "fp32" and result.parity["fp32_max_abs_logit_diff"] < 1e-3
