@@ -66,7 +66,9 @@ def predict(model, inputs, *, files=None, skip_bad: bool = False):
             raise MobilemedError(f"predict() takes uint8 images (N, H, W) or (N, H, W, C); got {inputs.dtype} "
                                  f"{inputs.shape}")
         names = list(files) if files is not None else [f"image_{i}" for i in range(len(inputs))]
-        return model.predict_images(_at_model_size(inputs, model.spec.image_size), names)
+        from mobilemed.io.pixels import resize_batch
+
+        return model.predict_images(resize_batch(inputs, model.spec.image_size), names)
     from mobilemed.predictions import predict_paths
 
     return predict_paths(model, inputs, skip_bad=skip_bad)
@@ -108,9 +110,3 @@ def export(checkpoint, out=None, *, int8: bool = False, calibration_size: int = 
 
 def _loaded(model):
     return model if hasattr(model, "predict_images") else load_model(model)
-
-
-def _at_model_size(images: np.ndarray, size: int) -> np.ndarray:
-    from mobilemed.io.pixels import resize_batch
-
-    return resize_batch(images, size)

@@ -75,7 +75,7 @@ def _ood_summary(labels, probabilities, result, spec, class_names, thresholds, m
 
 def _write(out: Path, metrics: dict, report, labels, probabilities) -> None:
     from mobilemed.evaluation.plots import plot_confusion, plot_roc, save_figure
-    from mobilemed.training.run_folder import write_json
+    from mobilemed.run_files import write_json
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)

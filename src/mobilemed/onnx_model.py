@@ -64,9 +64,6 @@ class OnnxModel:
         return read_image(file, size=self.spec.image_size, use_voi=self.spec.dicom_voi)
 
 
-def is_onnx_file(path) -> bool:
-    return Path(path).suffix.lower() == ".onnx"
-
 
 def _require_onnxruntime():
     try:
