@@ -49,3 +49,11 @@ PROBABILITY_TARGET = float_in(0.0, 1.0, low_open=True)         # (0, 1)
 QUANTILE = float_in(0.0, 1.0, low_open=True, high_open=False)  # (0, 1]
 POSITIVE_FLOAT = float_in(0.0, math.inf, low_open=True)        # (0, inf)
 NON_NEGATIVE_FLOAT = float_in(0.0, math.inf)                   # [0, inf)
+
+
+def port(text: str) -> int:
+    """A TCP port, 1 to 65535 (0 would bind a random port the user could not find)."""
+    value = POSITIVE_INT(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port; use a number from 1 to 65535")
+    return value
