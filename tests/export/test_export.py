@@ -3,6 +3,7 @@ prediction path that never imports torch."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,37 @@ def test_export_checkpoint_is_a_library_verb(tiny_run, tmp_path):
     result = export_checkpoint(checkpoint, tmp_path / "verb.onnx")
     assert result.path == tmp_path / "verb.onnx" and result.path.is_file() and result.parity_path.is_file()
     assert result.parity["precision"] == "fp32" and result.parity["fp32_max_abs_logit_diff"] < 1e-3
+
+
+@pytest.mark.parametrize("float_tail", [True, False])
+def test_int8_keeps_the_tail_float_when_asked(tiny_run, tmp_path, float_tail):
+    """With float_tail the last Conv of every copy of the network (the model averages over test-time shifts,
+    so there are five) and what follows keep float weights; the rest of the network runs int8 either way."""
+    import onnx
+
+    from mobilemed.export.quantize import quantize_int8
+
+    checkpoint, _ = tiny_run
+    fp32 = tmp_path / "model.onnx"
+    assert main(["--quiet", "export", str(checkpoint), "--out", str(fp32)]) == 0
+    calibration = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 1), dtype=np.uint8)
+    int8 = tmp_path / "int8.onnx"
+    done = quantize_int8(fp32, int8, calibration, float_tail=float_tail)
+    # This tiny model gives noise images near-constant activations: ONNX Runtime's percentile histogram
+    # cannot be built for them, and the ranges fall back to min-max instead of failing the export.
+    assert done == (16, "minmax")
+    graph = onnx.load(str(int8)).graph
+    made_by = {out: node.op_type for node in graph.node for out in node.output}
+
+    def int8_weights(node) -> bool:
+        return made_by.get(node.input[1]) == "DequantizeLinear"
+
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    def module(node) -> str:  # the copies' node names differ by a "_1" suffix on the module path
+        return re.sub(r"_\d+(?=/)", "", node.name)
+
+    last_convs = [node for node in convs if module(node) == module(convs[-1])]
+    gemms = [node for node in graph.node if node.op_type == "Gemm"]
+    assert len(last_convs) == 5 and len(gemms) == 10  # the image and 4 shifts; pre-logits and head Linear
+    assert all(int8_weights(node) is not float_tail for node in last_convs + gemms)
+    assert all(int8_weights(node) for node in convs if node not in last_convs)

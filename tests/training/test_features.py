@@ -107,7 +107,7 @@ def test_feature_precision_is_checked_when_the_config_is_made():
     from mobilemed.errors import MobilemedError
     from mobilemed.training.config import ModelChoice, TrainConfig
 
-    assert TrainConfig().model.feature_precision == "fp32"
+    assert TrainConfig().model.feature_precision == "auto"
     with pytest.raises(MobilemedError, match="--feature-precision 'int4' is unknown; choose one of fp32, auto, int8"):
         ModelChoice(feature_precision="int4")
 

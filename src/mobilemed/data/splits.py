@@ -132,11 +132,16 @@ def _best_stratification(counts, sizes, fractions, seed: int) -> np.ndarray:
 
 
 def _pick_subset(need: np.ndarray, wanted: np.ndarray, rng: np.random.Generator) -> int:
-    """The subset that most needs this label; ties go to the one wanting most rows, then at random."""
-    best = np.flatnonzero(need == need.max())
+    """The subset that most needs this label; ties go to the one wanting most rows, then at random.
+    Plain lists: called once per unit per pass (~100,000 times for Kermany), where numpy's per-call
+    overhead on 2-3 elements cost a second."""
+    need, wanted = need.tolist(), wanted.tolist()
+    top = max(need)
+    best = [i for i, value in enumerate(need) if value == top]
     if len(best) > 1:
-        best = best[wanted[best] == wanted[best].max()]
-    return int(best[0] if len(best) == 1 else rng.choice(best))
+        most = max(wanted[i] for i in best)
+        best = [i for i in best if wanted[i] == most]
+    return best[0] if len(best) == 1 else int(rng.choice(best))
 
 
 def _stratify_rows(table: ImageTable, rows: np.ndarray, fractions: np.ndarray, seed: int) -> np.ndarray:

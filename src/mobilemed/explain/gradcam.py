@@ -103,9 +103,8 @@ def compute_gradcam(model: nn.Module, images: torch.Tensor, *, spec: ModelSpec,
         for p in model.parameters():
             # Grad-CAM needs d(logit)/d(activation) only; parameter gradients would be wasted work.
             p.requires_grad_(False)
-        # The input carries the graph instead, so activations of a frozen backbone still get gradients.
-        x = images.detach().clone().requires_grad_(True)  # a clone is a normal tensor even if images is not
-        explainer = FeatureCAM(model=model, target_layers=[layer])
+        network, x, layer = _from_cam_layer(model, images, cam.layer, layer)
+        explainer = FeatureCAM(model=network, target_layers=[layer])
         try:
             cams = explainer(input_tensor=x, targets=[targets_for(spec.task, k) for k in classes])  # (B, h, w)
         finally:
@@ -199,7 +198,11 @@ def save_overlay(path, image: np.ndarray, heatmap: np.ndarray, title: str | None
     gray = image.ndim == 2 or image.shape[-1] == 1
     # Long multi-label titles are wrapped to the figure's width (~95 characters at 9 pt), never clipped.
     title_lines = [w for line in (title or "").splitlines() for w in textwrap.wrap(line, 95)]
-    fig = Figure(figsize=(7.2, 3.4 + 0.18 * len(title_lines)), dpi=110, layout="constrained")
+    height = 3.4 + 0.18 * len(title_lines)
+    # Fixed margins, not layout="constrained": the layout solver took a third of each overlay's time.
+    fig = Figure(figsize=(7.2, height), dpi=110)
+    fig.subplots_adjust(left=0.01, right=0.93, bottom=0.02, top=1 - (0.3 + 0.16 * len(title_lines)) / height,
+                        wspace=0.05)
     left, right = fig.subplots(1, 2)
     left.imshow(image.squeeze(), cmap="gray" if gray else None, vmin=0, vmax=255)
     left.set_title("image", fontsize=9)
@@ -213,7 +216,8 @@ def save_overlay(path, image: np.ndarray, heatmap: np.ndarray, title: str | None
     bar.ax.tick_params(labelsize=7)
     if title_lines:
         fig.suptitle("\n".join(title_lines), fontsize=9)
-    return atomic_save_figure(fig, path)
+    # zlib level 1: a quarter less time per overlay than the default level 6 (0.24 -> 0.18 s here).
+    return atomic_save_figure(fig, path, pil_kwargs={"compress_level": 1})
 
 
 @functools.lru_cache(maxsize=32)
@@ -251,6 +255,37 @@ def _cam_layer(model: nn.Module, spec: ModelSpec, name: str) -> nn.Module:
     except AttributeError:
         raise ValueError(f"the model has no module {name!r} (the Grad-CAM layer of {spec.arch}); "
                          "was it built with mobilemed.models.build_model?") from None
+
+
+class _AfterCamLayer(nn.Module):
+    """The part of a build_model classifier after block `index` of its backbone's features, fed that block's
+    output through `entry` (the Grad-CAM target layer). Grad-CAM needs the CAM layer's activations and
+    d(logit)/d(activation) only, so the blocks before it run once without autograd and backpropagation
+    stops at the layer: same heatmaps, a fraction of the time and memory, so a gallery runs in one batch."""
+
+    def __init__(self, model: nn.Module, index: int):
+        super().__init__()
+        self.entry, self.model, self.index = nn.Identity(), model, index
+
+    def forward(self, activation: torch.Tensor) -> torch.Tensor:
+        backbone = self.model.backbone
+        features = backbone.features[self.index + 1:](self.entry(activation))
+        return self.model.head(backbone.pre_logits(torch.flatten(backbone.pool(features), 1)))
+
+
+def _from_cam_layer(model: nn.Module, images: torch.Tensor, layer_name: str, layer: nn.Module):
+    """(network, input, target layer) for the CAM library: the part after the CAM layer fed its activations
+    when the layer is a block of a build_model backbone's features, else the whole model fed the images."""
+    prefix, _, index = layer_name.rpartition(".")
+    features = getattr(getattr(model, "backbone", None), "features", None)
+    if prefix == "backbone.features" and index.isdigit() and isinstance(features, nn.Sequential) \
+            and hasattr(model, "head"):
+        with torch.no_grad():
+            activation = features[:int(index) + 1](images)
+        network = _AfterCamLayer(model, int(index))
+        return network, activation.detach().requires_grad_(True), network.entry
+    # The input carries the graph, so activations of a frozen backbone still get gradients.
+    return model, images.detach().clone().requires_grad_(True), layer  # a clone is a normal tensor
 
 
 def _resolve_targets(model: nn.Module, images: torch.Tensor, spec: ModelSpec, target_classes) -> list[int]:

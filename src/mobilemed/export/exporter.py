@@ -104,15 +104,16 @@ def _write_int8(fp32_path: Path, out: Path, spec, detector, run_dir: Path, calib
     barely changes but a threshold chosen on fp32 logits no longer sits where its rule put it. The int8 file
     is a model of its own, so it gets its threshold, temperature and OOD threshold the way training chose
     the checkpoint's: by the same rule, on the same validation split; the spec records both."""
-    from mobilemed.export.quantize import PERCENTILE, quantize_int8
+    from mobilemed.export.quantize import FLOAT_TAIL, quantize_int8
     from mobilemed.io.pixels import match_channels
     from mobilemed.onnx_model import OnnxModel
 
     # Calibration uses the run's validation images only: scales fitted on test would leak it.
     calibration, _ = run_split_images(run_dir, "val", spec, progress=progress, limit=calibration_size)
-    used = quantize_int8(fp32_path, out, match_channels(resize_batch(calibration, spec.image_size), spec.in_chans))
-    details = {"calibration_split": "val", "calibration_images": used, "format": "QDQ", "per_channel": True,
-               "activations": "uint8", "weights": "int8", "calibration_method": f"percentile {PERCENTILE}"}
+    done = quantize_int8(fp32_path, out, match_channels(resize_batch(calibration, spec.image_size), spec.in_chans))
+    details = {"calibration_split": "val", "calibration_images": done.calibration_images, "format": "QDQ",
+               "per_channel": True, "activations": "uint8", "weights": "int8",
+               "calibration_method": done.calibration_method, "float_tail": FLOAT_TAIL}
     int8_out = OnnxModel(out).forward(val_images)
     own = int8_operating_point(spec, detector, int8_out, val_labels)
     _set_file_metadata(out, own, {"precision": "int8", "quantization": details, **summary})

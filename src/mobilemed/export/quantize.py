@@ -7,6 +7,7 @@ import io
 import logging
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,17 +20,32 @@ from mobilemed.fsutil import atomic_write
 # bench/bench_int8_ops.py measures the two settings side by side on an exported model.
 QUANTISED_OPS = None
 PERCENTILE = 99.99
+# The last Conv and every node after it (pooling, pre-logits, head) stay float. Their int8 rounding lands
+# straight on the logits: a 1,280-feature head sums the errors of every feature. They are a few % of the
+# network's multiply-adds; bench/bench_int8_accuracy.py measures speed, AUROC and decisions both ways.
+FLOAT_TAIL = True
+log = logging.getLogger(__name__)
 
 
-def quantize_int8(fp32_path, out_path, calibration: np.ndarray, *, batch_size: int = 16) -> int:
+class Quantised(NamedTuple):
+    calibration_images: int  # whole batches only: the histogram collector needs equal batch sizes
+    calibration_method: str  # "percentile 99.99", or "minmax" where the histogram could not be built
+
+
+def quantize_int8(fp32_path, out_path, calibration: np.ndarray, *, batch_size: int = 16,
+                  float_tail: bool = FLOAT_TAIL, percentile: bool = True) -> Quantised:
     """Write an int8 (QDQ, per-channel, uint8 activations / int8 weights) copy of fp32_path to out_path.
 
     calibration: inputs of the graph (an exported model's (N, S, S, C) uint8 pixels; the training feature
     pass's (N, C, S, S) normalised float32) whose activation histograms set the scales: each range is the
     99.99th percentile, not the maximum, so a few extreme activations do not coarsen every other value
     (each export's parity report gives the validation AUROC this costs).
-    Returns the number of calibration images used (whole batches only: the histogram collector needs
-    equal batch sizes)."""
+    float_tail: keep the last Conv and what follows it in float (FLOAT_TAIL). percentile=False takes min-max
+    ranges: about 6x quicker to calibrate (no histogram of every tensor), for the probe's feature pass, which
+    checks the accuracy it gets on validation before using it.
+    ONNX Runtime's histogram fails on a tensor that is constant to float32 precision over the calibration
+    images (a model that gives every image the same output does that); such a model falls back to min-max
+    ranges, and the returned method says so."""
     try:
         from onnxruntime.quantization import CalibrationDataReader
     except ImportError:
@@ -56,28 +72,62 @@ def quantize_int8(fp32_path, out_path, calibration: np.ndarray, *, batch_size: i
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared, quantised = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
+        method = f"percentile {PERCENTILE}" if percentile else "minmax"
         with _quiet_root_logger(), contextlib.redirect_stdout(io.StringIO()):  # it prints its progress
-            _quantize(fp32_path, prepared, quantised, Reader())
+            try:
+                _quantize(fp32_path, prepared, quantised, Reader(), float_tail, percentile=percentile)
+            except ValueError as err:
+                if not percentile or "bins" not in str(err):
+                    raise
+                method = "minmax"
+                _quantize(fp32_path, prepared, quantised, Reader(), float_tail, percentile=False)
+        if method == "minmax" and percentile:
+            log.warning("int8 calibration: a tensor is constant over the %d calibration images, so the ranges "
+                        "are min-max, not the %s percentile", used, PERCENTILE)
         with atomic_write(out_path, "wb") as handle:
             handle.write(quantised.read_bytes())
-    return used
+    return Quantised(used, method)
 
 
-def _quantize(fp32_path, prepared: Path, quantised: Path, reader) -> None:
+def _quantize(fp32_path, prepared: Path, quantised: Path, reader, float_tail: bool, *, percentile: bool) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-    # The OOD detector's distance stays in float: its threshold was set on float scores.
-    detector_nodes = [node.name for node in onnx.load(str(prepared)).graph.node if node.name.startswith("/ood/")]
     quantize_static(str(prepared), str(quantised), reader, quant_format=QuantFormat.QDQ,
-                    nodes_to_exclude=detector_nodes, per_channel=True, activation_type=QuantType.QUInt8,
+                    nodes_to_exclude=float_nodes(onnx.load(str(prepared)).graph, float_tail),
+                    per_channel=True, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
-                    op_types_to_quantize=QUANTISED_OPS, calibrate_method=CalibrationMethod.Percentile,
+                    op_types_to_quantize=QUANTISED_OPS,
+                    calibrate_method=CalibrationMethod.Percentile if percentile else CalibrationMethod.MinMax,
                     # One batch per collection pass, histograms merged across passes: otherwise the calibrator
                     # keeps every intermediate tensor of every calibration image (~40 MB per 224 px image).
                     extra_options={"CalibPercentile": PERCENTILE, "CalibStridedMinMax": 1})
+
+
+def float_nodes(graph, float_tail: bool) -> list[str]:
+    """Names of the nodes quantize_static must leave in float: the OOD detector's (its threshold was set on
+    float scores) and, with float_tail, the tail: every node from which no Conv can be reached (the last
+    Conv of each copy of the network, test-time augmentation makes several, and all that follows it)."""
+    nodes = list(graph.node)
+    keep = {node.name for node in nodes if node.name.startswith("/ood/")}
+    if float_tail:
+        keep |= {node.name for node, feeds in zip(nodes, _feeds_a_conv(nodes)) if not feeds}
+    return sorted(keep)
+
+
+def _feeds_a_conv(nodes) -> list[bool]:
+    """Per node (in the graph's topological order): does any path from its outputs reach a Conv?"""
+    consumers: dict[str, list[int]] = {}
+    for index, node in enumerate(nodes):
+        for tensor in node.input:
+            consumers.setdefault(tensor, []).append(index)
+    feeds = [False] * len(nodes)
+    for index in reversed(range(len(nodes))):  # every consumer comes later, so it is decided already
+        feeds[index] = any(nodes[j].op_type == "Conv" or feeds[j]
+                           for tensor in nodes[index].output for j in consumers.get(tensor, ()))
+    return feeds
 
 
 @contextlib.contextmanager

@@ -40,7 +40,7 @@ class ModelChoice:
     arch: str = "mobilenet_v2"
     weights: str = "imagenet"          # "imagenet", "none", or a state_dict path
     mode: str = "linear-probe"
-    feature_precision: str = "fp32"    # linear probe, training split: fp32 | auto | int8 (training/feature_precision.py)
+    feature_precision: str = "auto"    # linear probe, training split: fp32 | auto | int8 (training/feature_precision.py)
     image_size: int | None = None      # None: 224, or 64 for 28 px MedMNIST
     dropout: float = 0.2
     tta: bool = False                  # average predictions over the image and small shifts of it

@@ -4,11 +4,12 @@ The training split is most of the images, so it is where an int8 backbone saves 
 test features are always fp32: they choose the epoch, the thresholds and the temperature and give the
 reported metrics, and the model that is saved and deployed is the fp32 one.
 
-`auto` uses int8 when it keeps validation AUROC within INT8_TOLERANCE of fp32 and runs at least MIN_SPEEDUP
-times as fast as fp32 on this machine (timed on the same validation chunk: on a 2-core AVX-512 VNNI
-CPU under load the QDQ MobileNetV2 ran no faster than fp32, and then int8 only costs accuracy and
-the calibration). The default is fp32 for that reason; `auto` costs the calibration (CALIBRATION_IMAGES
-training images) and the checks. The accuracy check costs one int8
+`auto` (the default) uses int8 when it keeps validation AUROC within INT8_TOLERANCE of fp32 and runs at
+least MIN_SPEEDUP times as fast as fp32 on this machine (timed on the same validation chunk: on a 2-core
+AVX-512 VNNI CPU under load the QDQ MobileNetV2 once ran no faster than fp32, and then int8 only costs
+accuracy and the calibration). It costs the calibration (CALIBRATION_IMAGES training images, min-max
+ranges, ~1.6 s at 224 px) and the checks; on the README's Kermany probe it halves the training split's
+pass (bench/profile_linear_probe.py) for 0.003 of test AUROC. The accuracy check costs one int8
 pass over the (small) validation split, whose fp32 features are needed anyway: a linear probe (ridge
 regression) is cross-fitted on the validation features of each precision with the same folds, and the
 two out-of-fold AUROCs are compared. Both probes see only validation images, so the check needs no fp32
@@ -43,6 +44,7 @@ def probe_features(backbone, spec: ModelSpec, data: dict, *, precision: str = "a
     tic = time.perf_counter()
     features = {s: extractor.features(d.images) for s, d in data.items() if s != "train" and len(d.images)}
     chosen = "fp32" if precision == "fp32" else _try_int8(extractor, data, features, spec, precision, seed, record)
+    extractor.release("int8" if chosen == "fp32" else "fp32")  # one session's arena at a time: peak memory
     features["train"] = extractor.features(data["train"].images, chosen)
     record.update(chosen=chosen, seconds=round(time.perf_counter() - tic, 1))
     log.info("feature pass: training split in %s (%s)", chosen, record.get("reason", "requested"))
@@ -52,6 +54,7 @@ def probe_features(backbone, spec: ModelSpec, data: dict, *, precision: str = "a
 def _try_int8(extractor: FeaturePass, data: dict, features: dict, spec: ModelSpec, precision: str, seed: int,
               record: dict) -> str:
     """"int8" when requested or when auto's validation check passes, else "fp32"; fills `record`."""
+    extractor.release("fp32")  # its arena and the calibrator's activations would otherwise add up
     try:
         record["calibration_images"] = extractor.calibrate_int8(data["train"].images, seed=seed)
     except MissingExtraError:
