@@ -75,7 +75,10 @@ def test_linear_probe_on_pneumoniamnist_learns(imagenet_cache, tmp_path):
     assert lo < test["auroc_macro"]["value"] < hi
     feature_pass = json.loads((run / "feature_pass.json").read_text())
     # seconds is 0.0 when an earlier test already cached these very features
-    assert feature_pass["requested"] == feature_pass["chosen"] == "fp32" and feature_pass["seconds"] >= 0
+    assert feature_pass["requested"] == "auto" and feature_pass["seconds"] >= 0
+    # int8 only where validation says it costs nothing (its speed-up depends on the machine)
+    assert feature_pass["chosen"] == "fp32" or \
+        abs(feature_pass["val_auroc_fp32"] - feature_pass["val_auroc_int8"]) <= 0.005
 
 
 def test_multilabel_run_from_a_multihot_manifest_reports_every_finding(shared, imagenet_cache, tmp_path):
