@@ -159,13 +159,13 @@ def _run_fold(run_dir: Path, k: int, spec: ModelSpec, pool, pooled: ImageTable, 
     for stale in fold_dir.glob(".*.tmp"):  # a killed write's leftovers; never read
         stale.unlink()
     table_k = fold_table(pooled, fold, k)
+    payload = _resume_payload(fold_dir / run_files.LAST, spec, table_k) if config.run.resume else None
     run_folder.write_split(fold_dir, table_k)
     seed_everything(config.optim.seed * 1_009 + k)  # the fold's initial head depends on (seed, fold) alone
     model = build_model(spec, weights)
     held_out = fold == k
     part = {"train": SplitData(pool.images[~held_out], pool.labels[~held_out], pool.files[~held_out]),
             "val": SplitData(pool.images[held_out], pool.labels[held_out], pool.files[held_out])}
-    payload = _resume_payload(fold_dir / run_files.LAST, spec, table_k) if config.run.resume else None
     log.info("fold %d of %d: training on %d images, holding out %d", k + 1, int(fold.max()) + 1,
              int((~held_out).sum()), int(held_out.sum()))
     trained = train_fn(model, spec, part, config, fold_dir, payload)
