@@ -221,7 +221,7 @@ def _add_cv_metrics(run_dir: Path, result, config, per_fold: list, best_epochs: 
         "folds": len(per_fold), "n": int(len(oof.y_true)), "auroc_per_fold": per_fold,
         "best_epoch_per_fold": best_epochs, "deployed": deployed,
         "pooled_out_of_fold": report.to_dict(),
-        "note": "temperature and thresholds were chosen on these pooled out-of-fold predictions, and each fold "
+        "note": "Temperature and thresholds were chosen on these pooled out-of-fold predictions, and each fold "
                 "kept its best epoch by its held-out AUROC: figures at the operating point lean optimistic; "
                 "the test split is the unbiased one"}
     run_files.write_json(Path(run_dir) / run_files.METRICS, result.metrics)
