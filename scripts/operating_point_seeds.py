@@ -1,6 +1,9 @@
 """Test accuracy of the README PneumoniaMNIST recipe over 3 seeds: the strict Youden maximum against the plateau rule.
 
-    python scripts/operating_point_seeds.py [--root runs/op-seeds] [--seeds 0 1 2] [--epochs 12]
+    MOBILEMED_ASSETS=../shared python scripts/operating_point_seeds.py [--root runs/op-seeds] [--seeds 0 1 2]
+
+Offline, MOBILEMED_ASSETS names a folder holding data/medmnist/pneumoniamnist.npz and
+weights/mobilenet_v2_imagenet.pth, added to the asset cache first (as scripts/quickstart.sh does).
 
 Trains the README's 12-epoch 64-px fine-tune once per seed (a finished run in ROOT/seed<k> is reused; one
 training at a time, each waiting while /work/notes/QUIET or $MOBILEMED_QUIET_FILE exists), then chooses the
@@ -33,6 +36,15 @@ def wait_for_quiet() -> None:
         time.sleep(20)
 
 
+def add_assets() -> None:
+    assets = os.environ.get("MOBILEMED_ASSETS")
+    if assets:
+        for args in (["data/medmnist/pneumoniamnist.npz"], ["weights/mobilenet_v2_imagenet.pth", "--weights-for",
+                                                            "mobilenet_v2"]):
+            subprocess.run([sys.executable, "-m", "mobilemed", "assets", "add", str(Path(assets) / args[0]),
+                            *args[1:]], check=True)
+
+
 def train(run_dir: Path, seed: int, epochs: int) -> None:
     if (run_dir / BEST).is_file() and (run_dir / "predictions_test.npz").is_file():
         return
@@ -61,6 +73,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=12)
     args = parser.parse_args(argv)
+    add_assets()
     rows = {}
     for seed in args.seeds:
         run_dir = Path(args.root) / f"seed{seed}"
