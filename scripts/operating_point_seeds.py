@@ -1,12 +1,13 @@
 """Test accuracy of the README PneumoniaMNIST recipe over 3 seeds: the strict Youden maximum against the plateau rule.
 
-    MOBILEMED_ASSETS=../shared python scripts/operating_point_seeds.py [--root runs/op-seeds] [--seeds 0 1 2]
+    MOBILEMED_ASSETS=../shared python scripts/operating_point_seeds.py [--recipe finetune|probe] [--seeds 0 1 2]
 
 Offline, MOBILEMED_ASSETS names a folder holding data/medmnist/pneumoniamnist.npz and
 weights/mobilenet_v2_imagenet.pth, added to the asset cache first (as scripts/quickstart.sh does).
 
-Trains the README's 12-epoch 64-px fine-tune once per seed (a finished run in ROOT/seed<k> is reused; one
-training at a time, each waiting while /work/notes/QUIET or $MOBILEMED_QUIET_FILE exists), then chooses the
+Trains the README's 12-epoch 64-px fine-tune (or --recipe probe: the linear probe at 64 px) once per seed
+(a finished run in ROOT/<recipe>-seed<k> is reused; one training at a time, each waiting while
+/work/notes/QUIET or $MOBILEMED_QUIET_FILE exists), then chooses the
 threshold on each run's VALIDATION predictions with both rules (`youden_max`, the rule before; `youden`, the
 middle of the near-best plateau) and only then scores the test predictions at each threshold. The two rules
 see the same trained model, so the difference is the rule's alone. Prints one row per seed and the spread.
@@ -25,8 +26,13 @@ import numpy as np
 from mobilemed.evaluation.thresholds import choose_thresholds
 from mobilemed.run_files import BEST, read_split_predictions
 
-RECIPE = ["pneumoniamnist", "--mode", "finetune", "--image-size", "64", "--batch-size", "64", "--lr", "1e-3",
-          "--scheduler", "onecycle", "--backbone-lr-scale", "1.0", "--tta", "--patience", "0"]
+RECIPES = {  # the README's 12-epoch fine-tune, and its linear probe at the same size (minutes on a loaded CPU)
+    "finetune": ["pneumoniamnist", "--mode", "finetune", "--image-size", "64", "--batch-size", "64", "--lr", "1e-3",
+                 "--scheduler", "onecycle", "--backbone-lr-scale", "1.0", "--tta", "--patience", "0", "--epochs", "12"],
+    "probe": ["pneumoniamnist", "--mode", "linear-probe", "--image-size", "64"],
+    # the same probe, its operating point chosen on the pooled out-of-fold predictions of 5 folds of train+val
+    "probe-cv5": ["pneumoniamnist", "--mode", "linear-probe", "--image-size", "64", "--cv", "5"],
+}
 RULES = ("youden_max", "youden")
 
 
@@ -45,11 +51,11 @@ def add_assets() -> None:
                             *args[1:]], check=True)
 
 
-def train(run_dir: Path, seed: int, epochs: int) -> None:
+def train(run_dir: Path, seed: int, recipe: str) -> None:
     if (run_dir / BEST).is_file() and (run_dir / "predictions_test.npz").is_file():
         return
     wait_for_quiet()
-    command = [sys.executable, "-m", "mobilemed", "train", *RECIPE, "--epochs", str(epochs), "--seed", str(seed),
+    command = [sys.executable, "-m", "mobilemed", "train", *RECIPES[recipe], "--seed", str(seed),
                "--no-gallery", "--n-bootstrap", "0", "--quiet", "--out", str(run_dir),
                *(["--overwrite"] if run_dir.exists() else [])]
     print("$", " ".join(command), flush=True)
@@ -57,7 +63,8 @@ def train(run_dir: Path, seed: int, epochs: int) -> None:
 
 
 def score(run_dir: Path) -> dict:
-    """Per rule: the threshold chosen on validation, and test accuracy at it; plus accuracy at 0.5."""
+    """Per rule: the threshold chosen on validation (a --cv run: its pooled out-of-fold predictions, which it
+    saves as predictions_val.npz), and test accuracy at it; plus accuracy at 0.5."""
     val, test = read_split_predictions(run_dir, "val"), read_split_predictions(run_dir, "test")
     row = {"acc@0.5": float(np.mean((test.y_prob >= 0.5) == (test.y_true == 1)))}
     for rule in RULES:
@@ -71,16 +78,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="runs/op-seeds")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="finetune")
     args = parser.parse_args(argv)
     add_assets()
     rows = {}
     for seed in args.seeds:
-        run_dir = Path(args.root) / f"seed{seed}"
-        train(run_dir, seed, args.epochs)
+        run_dir = Path(args.root) / f"{args.recipe}-seed{seed}"
+        train(run_dir, seed, args.recipe)
         rows[seed] = score(run_dir)
     columns = ["acc@0.5", *(f"{r} {c}" for r in RULES for c in ("t", "acc"))]
-    print("\nPneumoniaMNIST test accuracy, README recipe, threshold chosen on validation by each rule")
+    print(f"\nPneumoniaMNIST test accuracy, recipe {args.recipe}, threshold chosen on validation by each rule")
     print("| seed | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for seed, row in rows.items():
