@@ -53,6 +53,7 @@ class ModelSpec:
     body_parts: list[str] = field(default_factory=list)      # their BodyPartExamined values, where present
     source_formats: list[str] = field(default_factory=list)  # file kinds trained on: "dicom", "jpeg", "png"...
     provenance: dict = field(default_factory=dict)           # where thresholds / temperature / OOD threshold came from
+    ensemble_size: int = 1  # > 1: a fold ensemble (train --cv-ensemble) averaging this many networks' probabilities
 
     def __post_init__(self):
         if not isinstance(self.task, str) or self.task not in TASKS:
@@ -91,6 +92,7 @@ class ModelSpec:
         _check(_is_number(self.dropout) and 0 <= self.dropout < 1, "dropout", "a number in [0, 1)")
         _check(isinstance(self.threshold_rule, str), "threshold_rule", "a rule name")
         _check(isinstance(self.tta, bool) and isinstance(self.dicom_voi, bool), "tta/dicom_voi", "true or false")
+        _check(_is_int(self.ensemble_size) and self.ensemble_size >= 1, "ensemble_size", "a whole number >= 1")
         # Plain Python numbers only: a NumPy scalar would make the checkpoint unloadable with weights_only.
         self.image_size, self.in_chans = int(self.image_size), int(self.in_chans)
         self.thresholds = [float(t) for t in self.thresholds]

@@ -20,22 +20,68 @@ def scores(n, seed):
     return y, 1 / (1 + np.exp(-(1.5 * (2 * y - 1) + rng.normal(0, 1.2, n))))
 
 
-def test_youden_on_a_constructed_example():
+def test_youden_max_on_a_constructed_example():
     # negatives 0.1-0.4 and 0.65, positives 0.55, 0.6, 0.7-0.9: best J = 5/5 + 4/5 - 1 at a cut in (0.4, 0.55]
     y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
     p = np.array([0.1, 0.2, 0.3, 0.4, 0.65, 0.55, 0.6, 0.7, 0.8, 0.9])
-    (t,) = choose_thresholds(y, p, task="binary", rule="youden")
+    (t,) = choose_thresholds(y, p, task="binary", rule="youden_max")
     assert 0.4 < t <= 0.55
     assert t == pytest.approx(0.475)  # halfway between the admitted score 0.55 and the next lower, 0.4
     sens, spec = sens_spec(y, p, t)
     assert (sens, spec) == (1.0, 0.8)
 
 
-def test_youden_maximises_j_over_all_cuts():
+def test_youden_max_maximises_j_over_all_cuts():
     y, p = scores(400, 1)
-    (t,) = choose_thresholds(y, p, task="binary", rule="youden")
+    (t,) = choose_thresholds(y, p, task="binary", rule="youden_max")
     best = max(sum(sens_spec(y, p, c)) - 1 for c in np.unique(p))
     assert sum(sens_spec(y, p, t)) - 1 == pytest.approx(best)
+
+
+def test_youden_stays_within_two_standard_errors_of_the_best_j():
+    y, p = scores(400, 1)
+    (t,) = choose_thresholds(y, p, task="binary", rule="youden")
+    cuts = np.unique(p)
+    j = np.array([sum(sens_spec(y, p, c)) - 1 for c in cuts])
+    sens, spec = sens_spec(y, p, cuts[j.argmax()])
+    se = np.sqrt(sens * (1 - sens) / y.sum() + spec * (1 - spec) / (1 - y).sum())
+    assert sum(sens_spec(y, p, t)) - 1 >= j.max() - 2 * se - 1e-12
+
+
+def flat_plateau(seed: int):
+    """A near-perfect validation split like PneumoniaMNIST's (AUROC ~0.997): negatives mostly below 0.1,
+    positives mostly above 0.9, and a few of each scattered over the stretch between, so Youden's J is flat
+    within a few images from 0.1 to 0.9 and its maximum sits wherever those few images happen to fall."""
+    rng = np.random.default_rng(seed)
+    neg = np.r_[rng.uniform(0.0, 0.1, 130), rng.uniform(0.1, 0.9, 4)]
+    pos = np.r_[rng.uniform(0.9, 1.0, 380), rng.uniform(0.1, 0.9, 8)]
+    return np.r_[np.zeros(len(neg), int), np.ones(len(pos), int)], np.r_[neg, pos]
+
+
+def test_youden_takes_the_middle_of_a_flat_plateau_where_the_maximum_sits_at_its_edge():
+    # negatives 0-0.1 (100) and positives 0.9-1 (100); the stretch between holds positives at 0.11 and 0.12
+    # and a negative at 0.85: J is 1 - 1/101 at a cut just above 0.1 (the strict maximum, the old rule's
+    # choice), 100/102 - 1/101 from 0.12 to 0.85: within two standard errors (2 x 0.0098) of each other, as
+    # are the cuts one image into either bulk, so the near-best range runs from about 0.1 to 0.9
+    y = np.r_[np.zeros(101, int), np.ones(102, int)]
+    p = np.r_[np.linspace(0.0, 0.1, 100), 0.85, np.linspace(0.9, 1.0, 100), 0.11, 0.12]
+    (edge,) = choose_thresholds(y, p, task="binary", rule="youden_max")
+    (middle,) = choose_thresholds(y, p, task="binary", rule="youden")
+    assert 0.1 < edge <= 0.11  # the old rule: the lenient edge, one image from calling it elsewhere
+    assert 0.45 < middle < 0.55
+    assert sum(sens_spec(y, p, middle)) - 1 == pytest.approx(100 / 102 - 1 / 101)
+
+
+def test_youden_moves_less_than_the_maximum_between_validation_samples_of_one_model():
+    """Forty validation splits of the same score distribution: the plateau rule's thresholds spread less
+    than the strict maximum's, which jumps along the flat stretch with the few images on it."""
+    chosen = {"youden": [], "youden_max": []}
+    for seed in range(40):
+        y, p = flat_plateau(seed)
+        for rule in chosen:
+            chosen[rule].extend(choose_thresholds(y, p, task="binary", rule=rule))
+    assert np.std(chosen["youden"]) < 0.7 * np.std(chosen["youden_max"])
+    assert 0.4 < np.median(chosen["youden"]) < 0.6
 
 
 @pytest.mark.parametrize("target", [0.8, 0.9, 0.95])

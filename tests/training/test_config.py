@@ -79,3 +79,19 @@ def test_resume_compares_a_v1_flat_config_field_by_field(tmp_path):
     changed = TrainConfig(data="x", optim=OptimConfig(lr=0.5), run=RunOptions(run_dir=str(tmp_path), resume=True))
     with pytest.raises(MobilemedError, match=r"optim\.lr: 0\.01 -> 0\.5"):
         check_resume_config(tmp_path, changed)
+
+
+def test_resume_reads_a_field_newer_than_the_run_as_its_default(tmp_path):
+    """A run started before --cv existed has no operating_point.cv_folds in config.yaml: resuming it with the
+    default (no --cv) is the same run; asking for --cv 5 is a change and is refused."""
+    from mobilemed.training.config import OperatingPointRule
+    from mobilemed.training.resume import check_resume_config
+
+    ours = TrainConfig(data="x", run=RunOptions(run_dir=str(tmp_path), resume=True))
+    saved = ours.to_dict()
+    del saved["operating_point"]["cv_folds"], saved["operating_point"]["cv_ensemble"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"config": saved, "spec": {}}))
+    check_resume_config(tmp_path, ours)
+    with pytest.raises(MobilemedError, match=r"operating_point\.cv_folds: 0 -> 5"):
+        check_resume_config(tmp_path, TrainConfig(data="x", operating_point=OperatingPointRule(cv_folds=5),
+                                                  run=RunOptions(run_dir=str(tmp_path), resume=True)))

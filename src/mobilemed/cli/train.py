@@ -64,6 +64,12 @@ def add_arguments(parser) -> None:
     op.add_argument("--target-specificity", type=PROBABILITY_TARGET,
                     help="choose the threshold that reaches this specificity, in (0, 1)")
     op.add_argument("--calibrate", action="store_true", help="fit temperature scaling on validation")
+    op.add_argument("--cv", dest="cv_folds", type=NON_NEGATIVE_INT, default=0, metavar="K",
+                    help="choose thresholds and temperature on the pooled out-of-fold predictions of K patient-grouped, "
+                         "stratified folds of train+val (also cross-validated metrics with CIs); the deployed model is "
+                         "refitted on all of train+val (K >= 2; 0: off)")
+    op.add_argument("--cv-ensemble", action="store_true",
+                    help="with --cv: deploy the K fold models as an ensemble (mean probability) instead of a refit")
     op.add_argument("--ood-quantile", type=QUANTILE, default=0.99,
                     help="out-of-distribution threshold: this quantile of the validation images' scores, in (0, 1]")
     parser.add_argument("--n-bootstrap", type=NON_NEGATIVE_INT, default=1000,
@@ -86,7 +92,8 @@ def config_from_args(args) -> TrainConfig:
                           class_weighting=args.class_weighting, augment=args.augment, ema_decay=args.ema_decay,
                           patience=args.patience, seed=args.seed),
         operating_point=OperatingPointRule(threshold_rule=rule, threshold_target=target, calibrate=args.calibrate,
-                                           ood_quantile=args.ood_quantile),
+                                           ood_quantile=args.ood_quantile, cv_folds=args.cv_folds,
+                                           cv_ensemble=args.cv_ensemble),
         run=RunOptions(run_dir=args.run_dir or str(default_run_dir(args.data, args.mode)),  # named in the hint
                        resume=args.resume, overwrite=args.overwrite, skip_bad=args.skip_bad, strict=args.strict,
                        n_bootstrap=args.n_bootstrap, gallery=not args.no_gallery, progress=not args.quiet))
@@ -123,7 +130,11 @@ def print_summary(run_dir, metrics: dict) -> None:
     from mobilemed.evaluation.metrics import format_summary
 
     print(f"\nrun folder: {run_dir}")
-    for split in ("val", "test"):
+    cv = metrics.get("cv")
+    if cv:  # metrics["val"] is the same pooled out-of-fold set, without the intervals
+        print(f"\n[cross-validation: pooled out-of-fold predictions of {cv['folds']} folds; deployed: {cv['deployed']}]")
+        print(format_summary(cv["pooled_out_of_fold"]))
+    for split in ("test",) if cv else ("val", "test"):
         if split in metrics:
             print(f"\n[{split}]")
             print(format_summary(metrics[split]))

@@ -49,6 +49,12 @@ def carve_validation(table: ImageTable, fraction: float, seed: int = 0) -> Image
     return replace(table, splits=splits)
 
 
+def assign_folds(table: ImageTable, folds: int, seed: int = 0) -> np.ndarray:
+    """(N,) fold index in 0..folds-1 for every row: whole patients (or identical images) in one fold, every
+    class spread evenly over the folds (the same iterative stratification as the splits)."""
+    return _stratify_rows(table, np.ones(len(table), bool), np.full(folds, 1.0 / folds), seed)
+
+
 def split_summary(table: ImageTable) -> dict:
     """{split: {"images", "patients" (when groups are known), "classes": {name: {"count", "prevalence"}}}}.
 

@@ -105,7 +105,7 @@ def _summary(run: RunData, split: str | None, metrics: dict | None) -> str:
              ("Training mode", run_files.config_value(config, "model", "mode", "not recorded")),
              ("Operating point", _operating_point(spec, task)),
              ("Temperature", f"{spec.get('temperature', 1.0):.3f}" if spec else "not recorded"),
-             *_evaluated(split, metrics),
+             *_evaluated(split, metrics), *_cross_validation(run.metrics.get("cv")),
              ("Out of distribution", _ood_text((metrics or {}).get("ood"), spec))]
     body = h.key_values(pairs)
     if (metrics or {}).get("ood", {}).get("warning"):
@@ -138,6 +138,18 @@ def _evaluated(split: str | None, metrics: dict | None) -> list[tuple[str, str]]
     return pairs
 
 
+def _cross_validation(cv: dict | None) -> list[tuple[str, str]]:
+    """The --cv summary: pooled out-of-fold metrics with CIs, the folds' AUROCs and what was deployed."""
+    if not cv:
+        return []
+    pooled = cv["pooled_out_of_fold"]
+    folds = ", ".join(f"{a:.3f}" for a in cv["auroc_per_fold"])
+    return [("Cross-validation", f"{cv['folds']} patient-grouped folds of train+val ({cv['n']} images): pooled "
+                                 f"out-of-fold AUROC {_ci_text(pooled['auroc_macro'])}, accuracy "
+                                 f"{_ci_text(pooled.get('accuracy'))}; AUROC per fold {folds}. {cv['note']}"),
+            ("Deployed model", cv["deployed"])]
+
+
 def _ood_text(ood: dict | None, spec: dict) -> str:
     """The share of the evaluated images the OOD check flagged, with the AUROC on each side."""
     if not ood:
@@ -155,7 +167,9 @@ def _operating_point(spec: dict, task: str | None) -> str:
     if task == "multiclass":
         return "argmax (the most probable class)"
     values = ", ".join(f"{t:.3f}" for t in spec.get("thresholds", []))
-    return f"{spec.get('threshold_rule', '?')} rule, chosen on validation: threshold(s) {values}"
+    where = ((spec.get("provenance") or {}).get("thresholds") or {}).get("split", "val")
+    where = "validation" if where == "val" else where
+    return f"{spec.get('threshold_rule', '?')} rule, chosen on {where}: threshold(s) {values}"
 
 
 def _level(metrics: dict, split: str | None) -> str:

@@ -1,6 +1,7 @@
 """Build a classifier from a spec: stock torchvision backbone, stem and head surgery, freezing."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import torch
@@ -70,7 +71,13 @@ def adapt_stem_to_gray(tv_model: nn.Module, first_conv: str) -> None:
 
 def build_model(spec: ModelSpec, backbone_state: dict | None = None) -> MobileNetClassifier:
     """A classifier for `spec`. backbone_state: a state_dict for the stock torchvision model
-    (ImageNet weights), loaded before stem and head surgery; None leaves random initialisation."""
+    (ImageNet weights), loaded before stem and head surgery; None leaves random initialisation.
+    A spec with ensemble_size > 1 gets an EnsembleClassifier of that many (models/ensemble.py)."""
+    if spec.ensemble_size > 1:
+        from mobilemed.models.ensemble import EnsembleClassifier
+
+        single = dataclasses.replace(spec, ensemble_size=1)
+        return EnsembleClassifier([build_model(single, backbone_state) for _ in range(spec.ensemble_size)], spec.task)
     info = get_backbone(spec.arch)
     tv_model = info.build()
     if backbone_state is not None:

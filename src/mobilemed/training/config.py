@@ -2,7 +2,8 @@
 
     ModelChoice         which network, from which weights, at which size
     OptimConfig         how it is trained: epochs, optimiser, schedule, loss weighting, augmentation, seed
-    OperatingPointRule  how thresholds, temperature and the OOD threshold are chosen on validation
+    OperatingPointRule  how thresholds, temperature and the OOD threshold are chosen on validation (or on
+                        the pooled out-of-fold predictions of --cv K folds: training/cross_validation.py)
     RunOptions          where the run lives and how the command behaves; none of it changes a number
 
 Each part checks its own values when built, so a Python user gets the same refusal as the CLI, before
@@ -93,6 +94,8 @@ class OperatingPointRule:
     threshold_target: float | None = None
     calibrate: bool = False            # temperature scaling fitted on validation
     ood_quantile: float = 0.99         # OOD threshold: this quantile of the validation scores
+    cv_folds: int = 0                  # >= 2: choose on the pooled out-of-fold predictions of K folds of train+val
+    cv_ensemble: bool = False          # with cv_folds: deploy the fold ensemble instead of a refit
 
     def __post_init__(self):
         from mobilemed.evaluation.thresholds import _check_rule
@@ -103,6 +106,10 @@ class OperatingPointRule:
         _check_rule(self.threshold_rule, self.threshold_target)
         if not 0 < self.ood_quantile <= 1:
             raise MobilemedError(f"--ood-quantile is a quantile in (0, 1], e.g. 0.99; got {self.ood_quantile}")
+        if self.cv_folds == 1 or self.cv_folds < 0:
+            raise MobilemedError(f"--cv is a number of folds, at least 2 (e.g. --cv 5); got {self.cv_folds}")
+        if self.cv_ensemble and not self.cv_folds:
+            raise MobilemedError("--cv-ensemble deploys the models of the cross-validation folds: add --cv K")
 
 
 @dataclass(frozen=True)

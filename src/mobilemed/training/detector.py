@@ -66,7 +66,9 @@ def record_sources(spec: ModelSpec, files) -> None:
 def record_provenance(spec: ModelSpec, config, n_val: int) -> None:
     """spec.provenance at training time: thresholds, temperature and OOD threshold all come from validation
     (`mobilemed recalibrate` replaces an entry when a site sample re-chooses that number)."""
-    source, rule = {"data": str(config.data), "split": "val", "n": int(n_val)}, config.operating_point
+    rule = config.operating_point
+    split = f"out-of-fold predictions of {rule.cv_folds} folds of train+val" if rule.cv_folds else "val"
+    source = {"data": str(config.data), "split": split, "n": int(n_val)}
     spec.provenance = {"thresholds": {**source, "rule": rule.threshold_rule, "target": rule.threshold_target},
                        "temperature": {**source} if rule.calibrate else "not calibrated (1.0)",
                        "ood_threshold": {**source, "quantile": rule.ood_quantile, "fitted_on": "train"}}

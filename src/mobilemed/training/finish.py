@@ -56,16 +56,18 @@ def finish_run(run_dir: Path, model, spec: ModelSpec, data: dict, config, histor
     record_sources(spec, data["train"].files)  # these three fill in the new spec, never the caller's
     record_provenance(spec, config, len(val.labels))
     detector, ood_scores = fit_detector(model, spec, data, quantile=rule.ood_quantile, progress=progress,
-                                        cached=config.model.mode == "linear-probe")
-    save_checkpoint(run_dir / run_files.BEST, model, spec, history=history, ood=ood_payload(detector), complete=True)
+                                        cached=config.model.mode == "linear-probe") \
+        if spec.ensemble_size == 1 else (None, {})  # a fold ensemble has no one feature space to score
+    save_checkpoint(run_dir / run_files.BEST, model, spec, history=history, complete=True,
+                    ood=ood_payload(detector) if detector else None)
     run_files.write_json(run_dir / run_files.SPEC, spec.to_dict())
     metrics, predictions = {"train_seconds": seconds}, {}
     for split in ("val", "test"):
         if split in logits:
             predictions[split] = _split_predictions(data[split], logits[split], spec)
             write_split_predictions(run_dir, split, predictions[split])
-            metrics[split] = _evaluate_split(predictions[split], spec, config, split,
-                                             in_distribution=detector.in_distribution(ood_scores[split]))
+            metrics[split] = _evaluate_split(predictions[split], spec, config, split, in_distribution=np.ones(
+                len(logits[split]), bool) if detector is None else detector.in_distribution(ood_scores[split]))
     run_files.write_json(run_dir / run_files.HISTORY, history)
     run_files.write_json(run_dir / run_files.METRICS, metrics)
     shown = "test" if "test" in predictions else "val"
@@ -108,7 +110,7 @@ def write_outputs(run_dir: Path, model, spec: ModelSpec, part, pred: SplitPredic
     never loses the trained model."""
     from mobilemed.evaluation.report import write_report
 
-    if config.run.gallery:
+    if config.run.gallery and spec.ensemble_size == 1:  # Grad-CAM explains one network, never an ensemble
         try:
             from mobilemed.explain.gallery import write_gallery
 

@@ -25,6 +25,7 @@ from mobilemed.models import build_model
 from mobilemed.spec import GRAY_MEAN, GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 from mobilemed.training import run_folder, run_guard
 from mobilemed.training.config import ModelChoice, TrainConfig
+from mobilemed.training.cross_validation import assign_cv_folds, cross_validate
 from mobilemed.training.finish import TrainResult, finish_run
 from mobilemed.training.leakage import check_leakage
 from mobilemed.training.resume import check_resume_config, resume_state
@@ -66,26 +67,35 @@ def fit(config: TrainConfig) -> TrainResult:
     pixels = take_splits(images, table.splits)  # in memory; the memory-mapped cache's pages are let go
     data = {s: SplitData(pixels[s], table.labels[table.splits == s], table.paths[table.splits == s])
             for s in ("train", "val", "test")}
+    folds = assign_cv_folds(table, config.operating_point.cv_folds, config.data_options.seed) \
+        if config.operating_point.cv_folds else None  # refused here, before anything is written
     model = build_model(spec, weights)
     resume = resume_state(run_dir, spec, table) if run.resume else None
     with run_guard.guarded_run(run_dir, overwrite=run.overwrite):  # locked; "complete" only on success
         _write_run_start(run_dir, config, spec, table)
+        if folds is not None:
+            return cross_validate(run_dir, model, spec, data, table, folds, config, weights, resume, train_model)
         return _train_and_finish(run_dir, model, spec, data, config, resume)
 
 
 def _train_and_finish(run_dir: Path, model, spec: ModelSpec, data: dict, config: TrainConfig,
                       resume) -> TrainResult:
     started = time.perf_counter()
-    progress = config.run.progress
-    if config.model.mode == "linear-probe":
-        trained = train_linear_probe(model, spec, data, config.optim, run_dir, resume, progress=progress,
-                                     feature_precision=config.model.feature_precision)
-    else:
-        trained = train_network(model, spec, data, config.optim, run_dir, resume, progress=progress,
-                                finetune=config.model.mode == "finetune", augment=config.uses_augmentation)
+    trained = train_model(model, spec, data, config, run_dir, resume)
     log.info("training took %.1f s", time.perf_counter() - started)
     return finish_run(run_dir, model, spec, data, config, trained.history, seconds=time.perf_counter() - started,
                       logits=trained.logits)
+
+
+def train_model(model, spec: ModelSpec, data: dict, config: TrainConfig, run_dir: Path, resume):
+    """The training strategy of config.model.mode on data's train split, early stopping on its val split;
+    also the training of every cross-validation fold (training/cross_validation.py)."""
+    progress = config.run.progress
+    if config.model.mode == "linear-probe":
+        return train_linear_probe(model, spec, data, config.optim, run_dir, resume, progress=progress,
+                                  feature_precision=config.model.feature_precision)
+    return train_network(model, spec, data, config.optim, run_dir, resume, progress=progress,
+                         finetune=config.model.mode == "finetune", augment=config.uses_augmentation)
 
 
 def seed_everything(seed: int) -> None:

@@ -1,0 +1,228 @@
+"""--cv K: the operating point chosen on K patient-grouped, stratified folds of train+val, not one small split.
+
+The story: pool train and val -> deal the pooled images into K folds (whole patients, or identical images,
+in one fold; every class spread evenly: data/splits.py assign_folds) -> for each fold, train on the other
+K-1 folds and predict the held-out one (out-of-fold, OOF) -> fit the temperature and choose the thresholds
+on the pooled OOF predictions, so every train+val image takes part once -> cross-validated metrics with
+bootstrap CIs on the same pooled predictions -> the deployed model: a refit on all of train+val for the
+median of the folds' best epochs (default), or the fold ensemble (--cv-ensemble: the average of the fold
+models' probabilities) -> the test split is scored once, as in every run. The test split never enters a fold.
+
+Run folder: RUN/folds.csv (path, fold), RUN/folds/fold<k>/ (split.csv with the fold's train/val, last.pt,
+best.pt, history.json, predictions_oof.npz; its best.pt is never marked complete, so no consumer takes a fold
+model for the deployed one), then the usual files of RUN for the deployed model; predictions_val.npz and
+metrics.json["val"] hold the pooled OOF predictions, metrics.json["cv"] the cross-validated summary.
+--resume: RUN's lock covers the folds; a fold with predictions_oof.npz is done, one with last.pt continues
+from it, and the refit continues from RUN/last.pt. Each fold model is seeded by (seed, fold) alone, so a
+resumed run trains what the uninterrupted one would have.
+
+Caveats, said in metrics.json["cv"]: each fold keeps its best epoch by the held-out fold's AUROC (as every
+run does on val), and the thresholds are chosen on the OOF predictions the CV metrics are computed on, so the
+CV figures at the operating point lean optimistic; the test split is the unbiased figure.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mobilemed import run_files
+from mobilemed.data.table import ImageTable
+from mobilemed.errors import MobilemedError
+from mobilemed.run_files import SplitPredictions
+from mobilemed.spec import ModelSpec
+from mobilemed.training import run_folder
+
+log = logging.getLogger(__name__)
+FOLDS_CSV = "folds.csv"
+FOLDS_DIR = "folds"
+OOF = "oof"  # predictions_oof.npz in a fold folder: the fold is done
+
+
+def pooled_table(table: ImageTable) -> ImageTable:
+    """train rows then val rows: the images cross-validation deals into folds (test is never among them)."""
+    return table.subset(np.r_[np.flatnonzero(table.splits == "train"), np.flatnonzero(table.splits == "val")])
+
+
+def assign_cv_folds(table: ImageTable, folds: int, seed: int) -> np.ndarray:
+    """(N_pooled,) fold per pooled row, checked: no patient in two folds, every class in every fold.
+    Called before the run folder is touched, so a bad --cv is refused with nothing written."""
+    from mobilemed.data.splits import assign_folds, groups_across_splits
+
+    pooled = pooled_table(table)
+    if len(pooled) < 2 * folds:
+        raise MobilemedError(f"--cv {folds} needs at least {2 * folds} train+val images; {table.source} has "
+                             f"{len(pooled)}: use a smaller --cv")
+    fold = assign_folds(pooled, folds, seed)
+    names = np.array([f"fold{k}" for k in fold], dtype=object)
+    crossing = groups_across_splits(dataclasses.replace(pooled, splits=names))
+    if crossing:  # assign_folds keeps patients whole; this holds the line should that ever change
+        raise MobilemedError(f"--cv: patients {sorted(crossing)[:3]} fall into two folds")
+    for k in range(folds):
+        counts = pooled.subset(fold == k).class_counts()
+        if counts.min() == 0 and pooled.task != "multilabel":
+            missing = pooled.class_names[int(np.argmin(counts))]
+            raise MobilemedError(f"--cv {folds}: fold {k} has no {missing!r} image (too few images or patients of "
+                                 f"that class for {folds} folds); use a smaller --cv")
+    return fold
+
+
+def fold_table(pooled: ImageTable, fold: np.ndarray, k: int) -> ImageTable:
+    """The pooled table with fold k as "val" and the other folds as "train"."""
+    return dataclasses.replace(pooled, splits=np.where(fold == k, "val", "train").astype(object))
+
+
+def write_folds_csv(run_dir: Path, pooled: ImageTable, fold: np.ndarray) -> None:
+    """RUN/folds.csv; on --resume the folds must be the ones the run started with."""
+    text = "path,fold\n" + "".join(f"{p},{k}\n" for p, k in zip(pooled.paths, fold))
+    path = Path(run_dir) / FOLDS_CSV
+    if path.is_file() and path.read_text() != text:
+        raise MobilemedError(f"--resume: the folds differ from {path}; resume with the run's own data and options, "
+                             "or use --overwrite")
+    from mobilemed.fsutil import atomic_write
+
+    with atomic_write(path) as handle:
+        handle.write(text)
+
+
+def cross_validate(run_dir: Path, model, spec: ModelSpec, data: dict, table: ImageTable, fold: np.ndarray,
+                   config, weights, resume: dict | None, train_fn):
+    """Train the K folds (or pick up the finished ones), then the deployed model, then finish the run with
+    the pooled OOF predictions in the place of validation. `resume`: RUN/last.pt's payload (the refit's) or
+    None; train_fn(model, spec, data, config, run_dir, resume) -> Trained is fit()'s training strategy.
+    Returns the TrainResult of finish_run."""
+    from mobilemed.training.finish import finish_run
+    from mobilemed.training.fit import SplitData
+
+    started = time.perf_counter()
+    pooled = pooled_table(table)
+    write_folds_csv(run_dir, pooled, fold)
+    pool = SplitData(np.concatenate([data["train"].images, data["val"].images]),
+                     np.concatenate([data["train"].labels, data["val"].labels]),
+                     np.concatenate([data["train"].files, data["val"].files]))
+    folds = int(fold.max()) + 1
+    oof_logits, best_epochs, per_fold = None, [], []
+    for k in range(folds):
+        logits, best_epoch = _run_fold(run_dir, k, spec, pool, pooled, fold, config, weights, train_fn)
+        oof_logits = np.zeros((len(pool.labels), *logits.shape[1:]), logits.dtype) if oof_logits is None else oof_logits
+        oof_logits[fold == k] = logits
+        best_epochs.append(best_epoch)
+        per_fold.append(_fold_auroc(pool.labels[fold == k], logits, spec))
+    log.info("cross-validation: %d folds, AUROC per fold %s", folds, [round(a, 4) for a in per_fold])
+    if config.operating_point.cv_ensemble:
+        (model, spec), history = _fold_ensemble(run_dir, spec, folds), []
+        deployed = f"the ensemble of the {folds} fold models (mean probability)"
+    else:
+        epochs = int(np.median(best_epochs))
+        refit = dataclasses.replace(config, optim=dataclasses.replace(config.optim, epochs=epochs, patience=0))
+        # no image is held out of a refit: the loop's "validation" is fold 0, which it trains on (history only)
+        monitor = SplitData(pool.images[fold == 0], pool.labels[fold == 0], pool.files[fold == 0])
+        history = train_fn(model, spec, {"train": pool, "val": monitor}, refit, run_dir, resume).history
+        deployed = f"refit on all of train+val for {epochs} epochs (the folds' median best epoch)"
+    logits = {"val": oof_logits}
+    if len(data["test"].images):
+        logits["test"] = _predict(model, data["test"].images, spec, config)
+    result = finish_run(run_dir, model, spec, {"train": pool, "val": pool, "test": data["test"]}, config, history,
+                        seconds=time.perf_counter() - started, logits=logits)
+    _add_cv_metrics(run_dir, result, config, per_fold, best_epochs, deployed)
+    return result
+
+
+def _fold_ensemble(run_dir: Path, spec: ModelSpec, folds: int):
+    """(EnsembleClassifier of the fold models' best weights, its spec)."""
+    from mobilemed.checkpoint import read_checkpoint
+    from mobilemed.models import build_model
+
+    spec = dataclasses.replace(spec, ensemble_size=folds)
+    model = build_model(spec)
+    for k, member in enumerate(model.members):
+        member.load_state_dict(read_checkpoint(Path(run_dir) / FOLDS_DIR / f"fold{k}" / run_files.BEST)["model"])
+    return model.eval(), spec
+
+
+def _run_fold(run_dir: Path, k: int, spec: ModelSpec, pool, pooled: ImageTable, fold: np.ndarray, config, weights,
+              train_fn) -> tuple[np.ndarray, int]:
+    """(the held-out fold's logits, the fold's best epoch): read back when the fold finished before."""
+    from mobilemed.models import build_model
+    from mobilemed.training.fit import SplitData, seed_everything
+
+    fold_dir = Path(run_dir) / FOLDS_DIR / f"fold{k}"
+    done = fold_dir / run_files.predictions_file(OOF)
+    if config.run.resume and done.is_file():
+        log.info("fold %d: finished before, reading %s", k, done)
+        return run_files.read_split_predictions(fold_dir, OOF).logits, _best_epoch(
+            run_files.read_json(fold_dir / run_files.HISTORY))
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    for stale in fold_dir.glob(".*.tmp"):  # a killed write's leftovers; never read
+        stale.unlink()
+    table_k = fold_table(pooled, fold, k)
+    payload = _resume_payload(fold_dir / run_files.LAST, spec, table_k) if config.run.resume else None
+    run_folder.write_split(fold_dir, table_k)
+    seed_everything(config.optim.seed * 1_009 + k)  # the fold's initial head depends on (seed, fold) alone
+    model = build_model(spec, weights)
+    held_out = fold == k
+    part = {"train": SplitData(pool.images[~held_out], pool.labels[~held_out], pool.files[~held_out]),
+            "val": SplitData(pool.images[held_out], pool.labels[held_out], pool.files[held_out])}
+    log.info("fold %d of %d: training on %d images, holding out %d", k + 1, int(fold.max()) + 1,
+             int((~held_out).sum()), int(held_out.sum()))
+    trained = train_fn(model, spec, part, config, fold_dir, payload)
+    logits = trained.logits["val"] if trained.logits else _predict(model, part["val"].images, spec, config)
+    run_files.write_json(fold_dir / run_files.HISTORY, trained.history)
+    run_files.write_split_predictions(fold_dir, OOF, SplitPredictions(
+        part["val"].files, part["val"].labels, _probabilities(logits, spec), list(spec.class_names), spec.task,
+        logits))  # written last: its presence marks the fold done
+    return logits, _best_epoch(trained.history)
+
+
+def _resume_payload(last: Path, spec: ModelSpec, table: ImageTable) -> dict | None:
+    from mobilemed.training.resume import resume_state
+
+    return resume_state(last.parent, spec, table) if last.is_file() else None
+
+
+def _predict(model, images, spec: ModelSpec, config) -> np.ndarray:
+    from mobilemed.batch_predict import predict_logits
+
+    return predict_logits(model, images, spec, tta=spec.tta, progress=config.run.progress)
+
+
+def _probabilities(logits: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    from mobilemed.decision import probabilities
+
+    return probabilities(logits, spec.task, 1.0)
+
+
+def _best_epoch(history: list | None) -> int:
+    """The epoch (1-based) whose validation AUROC was the best: the one the fold's model was kept from."""
+    rows = [r for r in history or [] if r.get("val_auroc") is not None and np.isfinite(r["val_auroc"])]
+    if not rows:
+        return max(1, len(history or []))
+    return int(max(rows, key=lambda r: r["val_auroc"])["epoch"])
+
+
+def _fold_auroc(labels: np.ndarray, logits: np.ndarray, spec: ModelSpec) -> float:
+    from mobilemed.training.scoring import validation_metrics
+
+    return float(validation_metrics(labels, logits, spec.task)["val_auroc"])
+
+
+def _add_cv_metrics(run_dir: Path, result, config, per_fold: list, best_epochs: list, deployed: str) -> None:
+    """metrics.json["cv"]: the pooled OOF metrics at the deployed operating point, with bootstrap CIs."""
+    from mobilemed.evaluation.metrics import compute_metrics
+    from mobilemed.evaluation.report import write_report
+
+    oof, spec = result.predictions["val"], result.spec
+    report = compute_metrics(oof.y_true, oof.y_prob, task=spec.task, class_names=spec.class_names,
+                             thresholds=spec.thresholds, n_bootstrap=config.run.n_bootstrap, seed=config.optim.seed)
+    result.metrics["cv"] = {
+        "folds": len(per_fold), "n": int(len(oof.y_true)), "auroc_per_fold": per_fold,
+        "best_epoch_per_fold": best_epochs, "deployed": deployed,
+        "pooled_out_of_fold": report.to_dict(),
+        "note": "Temperature and thresholds were chosen on these pooled out-of-fold predictions, and each fold "
+                "kept its best epoch by its held-out AUROC: figures at the operating point lean optimistic; "
+                "the test split is the unbiased one"}
+    run_files.write_json(Path(run_dir) / run_files.METRICS, result.metrics)
+    write_report(run_dir)
