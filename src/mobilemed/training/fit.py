@@ -80,6 +80,11 @@ def _train_and_finish(run_dir: Path, model, spec: ModelSpec, data: dict, config:
     if config.model.mode == "linear-probe":
         trained = train_linear_probe(model, spec, data, config.optim, run_dir, resume, progress=progress,
                                      feature_precision=config.model.feature_precision)
+    elif config.model.freeze_blocks:
+        from mobilemed.training.prefix_finetune import train_cached_prefix
+
+        trained = train_cached_prefix(model, spec, data, config.optim, run_dir, resume, progress=progress,
+                                      freeze_blocks=config.model.freeze_blocks, views=config.optim.prefix_views)
     else:
         trained = train_network(model, spec, data, config.optim, run_dir, resume, progress=progress,
                                 finetune=config.model.mode == "finetune", augment=config.uses_augmentation)

@@ -35,6 +35,8 @@ def check_resume_config(run_dir: Path, config: TrainConfig) -> None:
     except (yaml.YAMLError, KeyError, TypeError, AttributeError):
         raise MobilemedError(f"--resume: {path} is unreadable; start again with --overwrite") from None
     ours = _flatten(yaml.safe_load(yaml.safe_dump(config.to_dict())))  # normalised as config.yaml was
+    # A field added since the run started reads back as its default, as TrainConfig.from_dict reads it.
+    saved = {**_flatten(yaml.safe_load(yaml.safe_dump(TrainConfig().to_dict()))), **saved}
     differences = config_differences(saved, ours)
     if ours["optim.scheduler"] == saved.get("optim.scheduler") == "none" and \
             isinstance(saved.get("optim.epochs"), int) and ours["optim.epochs"] >= saved["optim.epochs"]:
