@@ -34,6 +34,10 @@ def add_arguments(parser) -> None:
                             "calibrates int8 and uses it when it keeps validation AUROC within 0.005 of fp32 and "
                             "is 1.2x as fast (needs onnxruntime); fp32 for the last 0.003 of test AUROC")
     model.add_argument("--dropout", type=FRACTION, default=0.2, help="dropout before the head, in [0, 1)")
+    model.add_argument("--freeze-blocks", type=NON_NEGATIVE_INT, default=0,
+                       help="finetune: keep the first K feature blocks frozen (eval mode), compute their output once "
+                            "(ONNX Runtime, cached in fp16) and train only the later blocks and the head on it; "
+                            "mobilenet_v2 has 19 blocks, e.g. 14 (0: off)")
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=POSITIVE_INT, default=10, help="training epochs, at least 1")
     opt.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="images per step, at least 1")
@@ -48,6 +52,16 @@ def add_arguments(parser) -> None:
                      help="learning-rate schedule")
     opt.add_argument("--class-weighting", default="balanced", choices=CLASS_WEIGHTINGS,
                      help="weight the loss by inverse class frequency")
+    opt.add_argument("--label-smoothing", type=FRACTION, default=0.0,
+                     help="label smoothing in [0, 1), e.g. 0.1 (0: off)")
+    opt.add_argument("--prefix-views", type=POSITIVE_INT, default=1,
+                     help="--freeze-blocks: cached views per training image, the plain one and V-1 augmented "
+                          "copies drawn once (each costs a prefix pass); each epoch picks one per image")
+    opt.add_argument("--low-res-size", type=POSITIVE_INT,
+                     help="progressive resizing (not with --freeze-blocks): train the first --low-res-epochs "
+                          "at this size in px, the rest at --image-size")
+    opt.add_argument("--low-res-epochs", type=NON_NEGATIVE_INT, default=0,
+                     help="epochs at --low-res-size, fewer than --epochs")
     opt.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="geometric augmentation (default: on unless linear-probe)")
     opt.add_argument("--ema", dest="ema_decay", type=FRACTION, default=0.0,
                      help="EMA decay of the weights in [0, 1), e.g. 0.998; 0 is off")
@@ -85,12 +99,14 @@ def config_from_args(args) -> TrainConfig:
         data=args.data, data_options=data_options(args),
         model=ModelChoice(arch=args.arch, weights=args.weights, mode=args.mode, image_size=args.image_size,
                           feature_precision=args.feature_precision,
-                          dropout=args.dropout, tta=args.tta),
+                          dropout=args.dropout, tta=args.tta, freeze_blocks=args.freeze_blocks),
         optim=OptimConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           backbone_lr_scale=args.backbone_lr_scale, head_warmup_epochs=args.head_warmup_epochs,
                           optimizer=args.optimizer, weight_decay=args.weight_decay, scheduler=args.scheduler,
                           class_weighting=args.class_weighting, augment=args.augment, ema_decay=args.ema_decay,
-                          patience=args.patience, seed=args.seed),
+                          patience=args.patience, seed=args.seed, label_smoothing=args.label_smoothing,
+                          prefix_views=args.prefix_views, low_res_size=args.low_res_size,
+                          low_res_epochs=args.low_res_epochs),
         operating_point=OperatingPointRule(threshold_rule=rule, threshold_target=target, calibrate=args.calibrate,
                                            ood_quantile=args.ood_quantile, cv_folds=args.cv_folds,
                                            cv_ensemble=args.cv_ensemble),

@@ -23,7 +23,15 @@ class Backbone(nn.Module):
         self.num_features = tv_model.get_submodule(info.classifier).in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, D)
-        return self.pre_logits(torch.flatten(self.pool(self.features(x)), 1))
+        return self._pooled(self.features(x))
+
+    def forward_from(self, z: torch.Tensor, block: int) -> torch.Tensor:
+        """(B, C_k, h, w) output of features[:block] -> (B, D): the rest of the backbone, so that a fine-tune
+        on cached frozen blocks (training/prefix_finetune.py) runs exactly what forward runs after them."""
+        return self._pooled(self.features[block:](z))
+
+    def _pooled(self, maps: torch.Tensor) -> torch.Tensor:  # (B, C, h, w) last feature maps -> (B, D)
+        return self.pre_logits(torch.flatten(self.pool(maps), 1))
 
 
 class MobileNetClassifier(nn.Module):

@@ -45,11 +45,13 @@ class ModelChoice:
     image_size: int | None = None      # None: 224, or 64 for 28 px MedMNIST
     dropout: float = 0.2
     tta: bool = False                  # average predictions over the image and small shifts of it
+    freeze_blocks: int = 0             # finetune: first k feature blocks frozen, their output cached (prefix_finetune)
 
     def __post_init__(self):
         from mobilemed.models.registry import get_backbone
 
         _one_of("mode", self.mode, MODES)
+        _check_freeze_blocks(self)
         _one_of("feature_precision", self.feature_precision, FEATURE_PRECISIONS)
         smallest = get_backbone(self.arch).min_image_size  # an unknown architecture is refused here
         if self.image_size is not None and self.image_size < smallest:
@@ -74,6 +76,10 @@ class OptimConfig:
     ema_decay: float = 0.0             # > 0 keeps an exponential moving average of the weights
     patience: int = 5                  # early stopping on validation AUROC
     seed: int = 0
+    label_smoothing: float = 0.0       # targets pulled towards uniform by this fraction
+    prefix_views: int = 1              # --freeze-blocks: cached views per training image (1 plain + augmented)
+    low_res_size: int | None = None    # progressive resizing: train the first low_res_epochs at this size
+    low_res_epochs: int = 0
 
     def __post_init__(self):
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
@@ -86,6 +92,10 @@ class OptimConfig:
             _at_least(name, getattr(self, name), 0)
         if not 0 <= self.ema_decay < 1:
             raise MobilemedError(f"--ema is a decay in [0, 1), e.g. 0.998; got {self.ema_decay}")
+        if not 0 <= self.label_smoothing < 1:
+            raise MobilemedError(f"--label-smoothing is a fraction in [0, 1), e.g. 0.1; got {self.label_smoothing}")
+        _at_least("prefix_views", self.prefix_views, 1)
+        _check_low_res(self)
 
 
 @dataclass(frozen=True)
@@ -143,6 +153,7 @@ class TrainConfig:
         for name, cls in {"data_options": DataOptions, **PARTS}.items():
             if isinstance(getattr(self, name), dict):
                 object.__setattr__(self, name, cls(**getattr(self, name)))
+        _check_speedups(self.model, self.optim)
 
     @property
     def uses_augmentation(self) -> bool:
@@ -160,6 +171,45 @@ class TrainConfig:
             data = regroup(data)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _check_freeze_blocks(model: ModelChoice) -> None:
+    from mobilemed.training.prefix_cache import count_blocks
+
+    _at_least("freeze_blocks", model.freeze_blocks, 0)
+    if model.freeze_blocks and model.mode != "finetune":
+        raise MobilemedError(f"--freeze-blocks needs --mode finetune (got --mode {model.mode}); a linear probe "
+                             "already freezes every block")
+    if model.freeze_blocks and model.freeze_blocks >= (blocks := count_blocks(model.arch)):
+        raise MobilemedError(f"--freeze-blocks {model.freeze_blocks}: {model.arch} has {blocks} feature blocks, so "
+                             f"at most {blocks - 1} can be frozen (all of them is --mode linear-probe)")
+
+
+def _check_low_res(optim: OptimConfig) -> None:
+    if optim.low_res_size is None:
+        if optim.low_res_epochs:
+            raise MobilemedError("--low-res-epochs needs --low-res-size PX (the size of those epochs)")
+        return
+    if not 1 <= optim.low_res_epochs < optim.epochs:
+        raise MobilemedError(f"--low-res-size needs --low-res-epochs between 1 and --epochs - 1 ({optim.epochs - 1}):"
+                             f" the last epochs train at full size; got {optim.low_res_epochs}")
+
+
+def _check_speedups(model: ModelChoice, optim: OptimConfig) -> None:
+    """The fine-tuning speed-ups that depend on each other (docs: training/prefix_finetune.py)."""
+    if optim.prefix_views > 1 and not model.freeze_blocks:
+        raise MobilemedError("--prefix-views needs --freeze-blocks K (views of cached frozen blocks)")
+    if optim.low_res_size is None:
+        return
+    if model.mode == "linear-probe" or model.freeze_blocks:
+        raise MobilemedError("--low-res-size needs --mode finetune or scratch without --freeze-blocks: cached "
+                             "frozen blocks are computed at one resolution")
+    from mobilemed.models.registry import get_backbone
+
+    smallest = get_backbone(model.arch).min_image_size
+    if model.image_size is None or not smallest <= optim.low_res_size < model.image_size:
+        raise MobilemedError(f"--low-res-size {optim.low_res_size} must lie in [{smallest}, --image-size); give "
+                             f"--image-size explicitly (now {model.image_size}), the size the last epochs train at")
 
 
 def regroup(flat: dict) -> dict:

@@ -94,6 +94,11 @@ def train_model(model, spec: ModelSpec, data: dict, config: TrainConfig, run_dir
     if config.model.mode == "linear-probe":
         return train_linear_probe(model, spec, data, config.optim, run_dir, resume, progress=progress,
                                   feature_precision=config.model.feature_precision)
+    if config.model.freeze_blocks:
+        from mobilemed.training.prefix_finetune import train_cached_prefix
+
+        return train_cached_prefix(model, spec, data, config.optim, run_dir, resume, progress=progress,
+                                   freeze_blocks=config.model.freeze_blocks, views=config.optim.prefix_views)
     return train_network(model, spec, data, config.optim, run_dir, resume, progress=progress,
                          finetune=config.model.mode == "finetune", augment=config.uses_augmentation)
 

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -12,19 +13,33 @@ from mobilemed.data.transforms import augment_batch, to_model_input
 from mobilemed.spec import ModelSpec
 
 
-def make_loss(task: str, train_labels: np.ndarray, weighting: str) -> nn.Module:
+def make_loss(task: str, train_labels: np.ndarray, weighting: str, *, smoothing: float = 0.0) -> nn.Module:
     """BCE-with-logits for binary and multi-label, cross-entropy for multi-class; "balanced"
-    weighting scales positives by negatives/positives (per finding) or classes by inverse frequency."""
+    weighting scales positives by negatives/positives (per finding) or classes by inverse frequency.
+    smoothing: label smoothing, the targets pulled from {0, 1} towards uniform by this fraction."""
     balanced = weighting == "balanced"
     if task == "multiclass":
         counts = np.bincount(train_labels.astype(np.int64), minlength=int(train_labels.max()) + 1)
         weight = counts.sum() / (len(counts) * np.maximum(counts, 1)) if balanced else None
-        return nn.CrossEntropyLoss(weight=None if weight is None else torch.tensor(weight, dtype=torch.float32))
+        return nn.CrossEntropyLoss(weight=None if weight is None else torch.tensor(weight, dtype=torch.float32),
+                                   label_smoothing=smoothing)
     positives = train_labels.reshape(len(train_labels), -1).sum(axis=0)
     pos_weight = (len(train_labels) - positives) / np.maximum(positives, 1)
     # Rare findings would get weights in the hundreds; capping keeps the gradients sane.
     pos_weight = np.clip(pos_weight, 0.1, 50.0)
-    return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, dtype=torch.float32) if balanced else None)
+    return SmoothedBCE(smoothing, pos_weight=torch.tensor(pos_weight, dtype=torch.float32) if balanced else None)
+
+
+class SmoothedBCE(nn.BCEWithLogitsLoss):
+    """BCE-with-logits on targets y (1 - s) + s / 2: each output is a two-class problem, smoothed as
+    CrossEntropyLoss(label_smoothing=s) smooths two classes. s = 0 is plain BCEWithLogitsLoss."""
+
+    def __init__(self, smoothing: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.smoothing = smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return super().forward(logits, target * (1 - self.smoothing) + self.smoothing / 2)
 
 
 def loss_targets(labels: np.ndarray, task: str) -> torch.Tensor:
@@ -60,12 +75,15 @@ def build_scheduler(optimizer, *, name: str, epochs: int, steps_per_epoch: int):
 
 
 def image_batches(images: np.ndarray, labels: np.ndarray, spec: ModelSpec, *, batch_size: int,
-                  generator: torch.Generator, augment: bool):
-    """Shuffled (x (B, C, S, S), y) batches from cached uint8 pixels; no image is decoded again."""
+                  generator: torch.Generator, augment: bool, size: int | None = None):
+    """Shuffled (x (B, C, S, S), y) batches from cached uint8 pixels; no image is decoded again. size: a
+    smaller S for progressive resizing (the early epochs of a fine-tune), else spec.image_size."""
     order = torch.randperm(len(images), generator=generator).numpy()
     for start in range(0, len(order), batch_size):
         index = np.sort(order[start:start + batch_size])  # sorted reads are kinder to a memory map
         x = to_model_input(np.asarray(images[index]), spec)
+        if size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         if augment:
             x = augment_batch(x, generator)
         yield x.contiguous(memory_format=torch.channels_last), loss_targets(labels[index], spec.task)

@@ -62,6 +62,7 @@ class Plan:
     trained: nn.Module
     train_labels: np.ndarray
     batch_size: int
+    epoch = 0  # not a field: the epoch loop sets it before asking for an epoch's batches
 
     @property
     def steps(self) -> int:
@@ -93,10 +94,12 @@ class NetworkPlan(Plan):
     val_images: np.ndarray
     spec: ModelSpec
     augment: bool
+    low_res: tuple[int, int] | None = None  # progressive resizing: (size in px, epochs at it), then full size
 
     def batches(self, generator: torch.Generator):
+        size = self.low_res[0] if self.low_res and self.epoch < self.low_res[1] else None
         return image_batches(self.train_images, self.train_labels, self.spec, batch_size=self.batch_size,
-                             generator=generator, augment=self.augment)
+                             generator=generator, augment=self.augment, size=size)
 
     def val_logits(self, module: nn.Module) -> np.ndarray:
         return predict_logits(module, self.val_images, self.spec, tta=self.spec.tta)
@@ -133,7 +136,8 @@ def train_network(model, spec: ModelSpec, data: dict, optim: OptimConfig, run_di
               {"params": model.backbone.parameters(), "lr": optim.lr * (optim.backbone_lr_scale if finetune else 1)}]
     optimizer = build_optimizer(groups, name=optim.optimizer, lr=optim.lr, weight_decay=optim.weight_decay)
     train, val = data["train"], data["val"]
-    plan = NetworkPlan(model, train.labels, optim.batch_size, train.images, val.images, spec, augment)
+    low_res = (optim.low_res_size, optim.low_res_epochs) if optim.low_res_size else None
+    plan = NetworkPlan(model, train.labels, optim.batch_size, train.images, val.images, spec, augment, low_res)
     loop = EpochLoop(model, plan, optimizer, spec, data["val"].labels, optim, run_dir, progress=progress,
                      finetune=finetune)
     best_state, history = loop.run(resume)
@@ -166,7 +170,8 @@ class EpochLoop:
         scheduler = build_scheduler(self.optimizer, name=optim.scheduler, epochs=optim.epochs,
                                     steps_per_epoch=self.plan.steps)
         ema = _make_ema(trained, optim.ema_decay)
-        self.loss_fn = make_loss(self.spec.task, self.plan.train_labels, optim.class_weighting)
+        self.loss_fn = make_loss(self.spec.task, self.plan.train_labels, optim.class_weighting,
+                                 smoothing=optim.label_smoothing)
         self.history, start, self.stopper, self.best_state, stopped = [], 0, EarlyStopping(optim.patience), None, False
         if resume is not None:
             start, self.history, self.stopper, self.best_state, stopped = _restore(
@@ -187,6 +192,7 @@ class EpochLoop:
     def _epoch(self, epoch: int, generator, scheduler, ema) -> bool:
         """Train one epoch, validate, keep the best weights; True when early stopping says stop."""
         tic, trained = time.perf_counter(), self.plan.trained
+        self.plan.epoch = epoch
         train_loss = train_one_epoch(trained, self.plan.batches(generator), self.loss_fn, self.optimizer, scheduler,
                                      total=self.plan.steps, ema=ema, desc=f"epoch {epoch + 1}/{self.optim.epochs}",
                                      progress=self.progress)
@@ -227,6 +233,8 @@ def _model_state(model: nn.Module, trained: nn.Module, evaluated: nn.Module) -> 
         return copy.deepcopy(model.state_dict())
     if trained is model:  # EMA of the whole network
         return copy.deepcopy(evaluated.state_dict())
+    if hasattr(evaluated, "model_state"):  # a tail on cached frozen blocks holds the whole model (prefix_finetune)
+        return evaluated.model_state()
     state = copy.deepcopy(model.state_dict())  # linear probe: the evaluated module is the head
     state.update({f"head.{k}": v.clone() for k, v in evaluated.state_dict().items()})
     return state
