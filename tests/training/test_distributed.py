@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from mobilemed.checkpoint import read_checkpoint
 from mobilemed.cli.main import main
 from mobilemed.errors import MobilemedError
 from mobilemed.training.distributed import Dist, batch_rows, resolve_device, without_nproc
@@ -77,10 +78,10 @@ def pneumonia_folder(shared, tmp_path_factory) -> Path:
     return root
 
 
-def probe_args(data: Path, out: Path, shared: Path, *extra: str) -> list[str]:
+def train_args(data: Path, out: Path, shared: Path, *extra: str) -> list[str]:
     return ["--quiet", "train", str(data), "--out", str(out), "--weights", str(shared / "weights/mobilenet_v2_imagenet.pth"),
-            "--image-size", "32", "--batch-size", "32", "--epochs", "2", "--dropout", "0", "--scheduler", "none",
-            "--no-gallery", "--n-bootstrap", "0", "--device", "cpu", *extra]
+            "--image-size", "64", "--batch-size", "32", "--dropout", "0", "--scheduler", "none", "--no-gallery",
+            "--n-bootstrap", "0", "--device", "cpu", *extra]
 
 
 def outcome(run: Path) -> dict:
@@ -89,49 +90,57 @@ def outcome(run: Path) -> dict:
             "prob": np.load(run / "predictions_test.npz")["y_prob"]}
 
 
-@pytest.mark.parametrize("mode", [["--mode", "linear-probe"],
-                                  ["--mode", "finetune", "--head-warmup-epochs", "2", "--no-augment"]],
-                         ids=["linear-probe", "finetune-frozen"])
-def test_two_gloo_processes_match_one_process_of_the_same_global_batch(pneumonia_folder, shared, tmp_path, mode):
-    assert in_process(probe_args(pneumonia_folder, tmp_path / "one", shared, *mode)) == 0
-    work = tmp_path / "two-cwd"
-    work.mkdir()
-    done = run_cli([*probe_args(pneumonia_folder, tmp_path / "two", shared, *mode), "--nproc", "2"], cwd=work)
-    assert done.returncode == 0, done.stderr[-3000:]
-    one, two = outcome(tmp_path / "one"), outcome(tmp_path / "two")
+def assert_same_run(one: dict, two: dict) -> None:
+    """The tolerances of the module docstring: float rounding, nothing more."""
     assert np.abs(one["prob"] - two["prob"]).max() < 1e-4
-    pairs = (SPLITS["test"] // 2) ** 2
-    assert abs(one["auroc"] - two["auroc"]) <= 1 / pairs + 1e-9
-    for a, b in zip(one["history"], two["history"], strict=True):
+    assert abs(one["auroc"] - two["auroc"]) <= 1 / (SPLITS["test"] // 2) ** 2 + 1e-9  # one swapped pair at most
+    assert len(one["history"]) == len(two["history"])
+    for a, b in zip(one["history"], two["history"]):
         assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-4)
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-4)
-    # One writer: the run folder, nothing in the processes' working folder, and the world recorded.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two", "two-cwd"]
+
+
+def assert_one_writer(tmp_path: Path, work: Path, run: Path) -> None:
+    """Only rank 0 wrote, and only the run folder: nothing in the processes' working folder."""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two", "work"]
     assert list(work.iterdir()) == []
-    versions = json.loads((tmp_path / "two" / "versions.json").read_text())
+    versions = json.loads((run / "versions.json").read_text())
     assert versions["distributed"] == {"world_size": 2, "backend": "gloo", "device": "cpu", "amp": "off"}
-    assert json.loads((tmp_path / "two" / "run_state.json").read_text())["state"] == "complete"
+    assert json.loads((run / "run_state.json").read_text())["state"] == "complete"
 
 
-def test_a_killed_rank_ends_the_run_naming_it_and_resume_finishes_it(tmp_path):
-    data = make_blob_folder(tmp_path / "data", per_class=16, size=40)
-    hook = tmp_path / "hook"
+def test_linear_probe_on_two_gloo_processes_matches_one_process(pneumonia_folder, shared, tmp_path):
+    args = lambda out: train_args(pneumonia_folder, out, shared, "--mode", "linear-probe", "--epochs", "2")  # noqa: E731
+    assert in_process(args(tmp_path / "one")) == 0
+    work = tmp_path / "work"
+    work.mkdir()
+    done = run_cli([*args(tmp_path / "two"), "--nproc", "2"], cwd=work)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_run(outcome(tmp_path / "one"), outcome(tmp_path / "two"))
+    assert_one_writer(tmp_path, work, tmp_path / "two")
+
+
+def test_killed_rank_ends_the_run_naming_it_and_resume_matches_one_process(pneumonia_folder, shared, tmp_path):
+    """The network path (sharded image batches, DDP re-wrapped each epoch, gathered validation logits) with a
+    frozen backbone, so no BatchNorm trains: rank 1 is SIGKILLed after epoch 1, the run ends at once with a
+    message naming it, and --resume on two processes finishes the run a single process trains."""
+    args = lambda out: train_args(pneumonia_folder, out, shared, "--mode", "finetune", "--epochs", "3",  # noqa: E731
+                                  "--head-warmup-epochs", "3", "--no-augment", "--dist-timeout", "60")
+    assert in_process(args(tmp_path / "one")) == 0
+    work, hook, run = tmp_path / "work", tmp_path.parent / f"{tmp_path.name}-hook", tmp_path / "two"
+    work.mkdir()
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(KILLER)
-    out = tmp_path / "run"
-    argv = ["--quiet", "train", str(data), "--out", str(out), "--mode", "scratch", "--weights", "none",
-            "--arch", "mobilenet_v3_small", "--image-size", "32", "--batch-size", "8", "--epochs", "4",
-            "--no-gallery", "--n-bootstrap", "0", "--device", "cpu", "--nproc", "2", "--dist-timeout", "60"]
     tic = time.monotonic()
-    killed = run_cli(argv, cwd=tmp_path, timeout=180, path=[str(hook)], KILL_AFTER=str(out / "last.pt"))
+    killed = run_cli([*args(run), "--nproc", "2"], cwd=work, path=[str(hook)], KILL_AFTER=str(run / "last.pt"))
     assert killed.returncode == 2, killed.stderr[-3000:]
-    assert time.monotonic() - tic < 120  # well inside the launcher's wait: nobody waited for the dead rank
+    assert time.monotonic() - tic < 60 + 30  # the launcher stopped rank 0 at once: nobody waited for the dead rank
     assert "process 1 of 2" in killed.stderr and "SIGKILL" in killed.stderr, killed.stderr[-3000:]
-    assert json.loads((out / "run_state.json").read_text())["state"] in ("failed", "interrupted", "running")
-    resumed = run_cli([*argv, "--resume"], cwd=tmp_path, timeout=240)
+    assert read_checkpoint(run / "last.pt")["epoch"] < 3  # killed mid-run
+    resumed = run_cli([*args(run), "--nproc", "2", "--resume"], cwd=work)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == [1, 2, 3, 4]
-    assert json.loads((out / "run_state.json").read_text())["state"] == "complete"
+    assert_same_run(outcome(tmp_path / "one"), outcome(run))
+    assert_one_writer(tmp_path, work, run)
 
 
 def test_each_global_batch_is_dealt_round_robin_over_the_ranks():
