@@ -162,6 +162,13 @@ def test_single_process_agree_and_launcher_argv():
     assert without_nproc(["train", "d", "--nproc", "2", "--epochs", "1", "--nproc=3"]) == ["train", "d", "--epochs", "1"]
 
 
+def test_int8_probe_features_are_refused_on_several_processes_before_any_start(tmp_path):
+    data = make_blob_folder(tmp_path / "data", per_class=4, size=32)
+    argv = ["train", str(data), "--out", str(tmp_path / "run"), "--feature-precision", "int8", "--nproc", "2"]
+    assert main(argv) == 2  # refused by the launcher itself: no process was started, nothing written
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusals of a machine without CUDA")
 def test_cuda_and_amp_are_refused_without_a_gpu(tmp_path):
     assert resolve_device("auto", "off") == "cpu"
