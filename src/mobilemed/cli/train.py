@@ -71,10 +71,6 @@ def add_arguments(parser) -> None:
                         help="bootstrap resamples for the test CIs (0: no intervals)")
     parser.add_argument("--no-gallery", action="store_true", help="skip the Grad-CAM gallery")
     parser.add_argument("--strict", action="store_true", help="stop if patients or images cross splits")
-    add_compute_arguments(parser)
-
-
-def add_compute_arguments(parser) -> None:
     compute = parser.add_argument_group("compute (README: several processes, GPUs and machines)")
     compute.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when present, else the CPU")
     compute.add_argument("--amp", default="off", choices=AMP_DTYPES, help="mixed precision on CUDA (bf16 or fp16)")
@@ -111,10 +107,9 @@ def run(args) -> int:
 
     config = config_from_args(args)
     if args.nproc > 1:  # every option was checked above, before any process starts
-        from mobilemed.training.distributed import Dist, check_distributed, launch_local, without_nproc
+        from mobilemed.training.distributed import launch_local
 
-        check_distributed(config, Dist(world_size=args.nproc))
-        launch_local(args.nproc, without_nproc(args.argv))
+        launch_local(args.nproc, args.argv, config)
         return 0
     try:
         result = fit(config)

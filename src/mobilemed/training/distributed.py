@@ -293,17 +293,18 @@ def sharded_logits(here: Dist, predict, images: np.ndarray) -> np.ndarray:
     return here.gather_rows(predict(part) if len(part) else None)
 
 
-def launch_local(nproc: int, argv: list[str]) -> None:
-    """`torchrun --standalone --nproc_per_node nproc -m mobilemed ARGV` through torch.distributed.run, PyTorch's
-    own launcher (a free local port; one machine). A failed process becomes one error naming the rank that
-    failed first; torchrun stops the others at once."""
+def launch_local(nproc: int, argv: list[str], config) -> None:
+    """`torchrun --standalone --nproc_per_node nproc -m mobilemed ARGV` (ARGV without --nproc) through
+    torch.distributed.run, PyTorch's own launcher (a free local port; one machine), after refusing what cannot
+    run on several processes. A failed process becomes one error naming it; torchrun stops the others at once."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
     if "WORLD_SIZE" in os.environ:
         raise MobilemedError("--nproc starts the processes itself; under torchrun (WORLD_SIZE is set) drop --nproc")
+    check_distributed(config, Dist(world_size=nproc))
     launcher = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "--module", "mobilemed",
-                                             *argv])
+                                             *without_nproc(argv)])
     try:
         run(launcher)
     except ChildFailedError as err:
