@@ -19,11 +19,11 @@ def predict_logits(model: nn.Module, images: np.ndarray, spec: ModelSpec, *, bat
     tta averages the logits of the image and four 3%-shifted copies; it changes no weights and is
     applied identically on validation and test."""
     model.eval()
-    out = []
+    out, device = [], next(model.parameters()).device  # a model trained on CUDA is validated there
     for x in _input_batches(images, spec, batch_size, progress):
-        views = shifted_views(x) if tta else [x]
+        views = shifted_views(x.to(device)) if tta else [x.to(device)]
         logits = torch.stack([model(v.contiguous(memory_format=torch.channels_last)) for v in views]).mean(0)
-        out.append(logits.numpy())
+        out.append(logits.float().cpu().numpy())
     return np.concatenate(out).astype(np.float32)
 
 

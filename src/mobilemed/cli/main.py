@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, chosen = build_parser(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # what `train --nproc N` hands to each process it starts
     if chosen is None or not hasattr(args, "handler"):
         parser.print_help()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2

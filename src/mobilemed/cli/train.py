@@ -11,8 +11,9 @@ from mobilemed.cli.argtypes import (FRACTION, NON_NEGATIVE_FLOAT, NON_NEGATIVE_I
 from mobilemed.cli.common import add_data_arguments, data_options, operating_rule
 from mobilemed.evaluation.thresholds import RULES
 from mobilemed.run_files import REPORT, RUN_STATE
-from mobilemed.training.config import (CLASS_WEIGHTINGS, MODES, OPTIMIZERS, SCHEDULERS, ModelChoice,
-                                       OperatingPointRule, OptimConfig, RunOptions, TrainConfig)
+from mobilemed.training.config import (AMP_DTYPES, CLASS_WEIGHTINGS, DEVICES, MODES, OPTIMIZERS, SCHEDULERS,
+                                       ComputeOptions, ModelChoice, OperatingPointRule, OptimConfig, RunOptions,
+                                       TrainConfig)
 from mobilemed.training.run_folder import default_run_dir
 
 
@@ -90,6 +91,14 @@ def add_arguments(parser) -> None:
                         help="bootstrap resamples for the test CIs (0: no intervals)")
     parser.add_argument("--no-gallery", action="store_true", help="skip the Grad-CAM gallery")
     parser.add_argument("--strict", action="store_true", help="stop if patients or images cross splits")
+    compute = parser.add_argument_group("compute (README: several processes, GPUs and machines)")
+    compute.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA when present, else the CPU")
+    compute.add_argument("--amp", default="off", choices=AMP_DTYPES, help="mixed precision on CUDA (bf16 or fp16)")
+    compute.add_argument("--nproc", type=POSITIVE_INT, default=1,
+                         help="processes on this machine, started with torch.distributed.run (torchrun); "
+                              "--batch-size stays the global batch")
+    compute.add_argument("--dist-timeout", type=POSITIVE_FLOAT, default=1800.0,
+                         help="seconds a process waits for the others (a dead process ends the run after this)")
 
 
 def config_from_args(args) -> TrainConfig:
@@ -112,13 +121,19 @@ def config_from_args(args) -> TrainConfig:
                                            cv_ensemble=args.cv_ensemble),
         run=RunOptions(run_dir=args.run_dir or str(default_run_dir(args.data, args.mode)),  # named in the hint
                        resume=args.resume, overwrite=args.overwrite, skip_bad=args.skip_bad, strict=args.strict,
-                       n_bootstrap=args.n_bootstrap, gallery=not args.no_gallery, progress=not args.quiet))
+                       n_bootstrap=args.n_bootstrap, gallery=not args.no_gallery, progress=not args.quiet),
+        compute=ComputeOptions(device=args.device, amp=args.amp, dist_timeout=args.dist_timeout))
 
 
 def run(args) -> int:
     from mobilemed.training.fit import fit
 
     config = config_from_args(args)
+    if args.nproc > 1:  # every option was checked above, before any process starts
+        from mobilemed.training.distributed import launch_local
+
+        launch_local(args.nproc, args.argv, config)
+        return 0
     try:
         result = fit(config)
     except KeyboardInterrupt:
@@ -127,6 +142,8 @@ def run(args) -> int:
         what = f"the run in {run_dir} is marked incomplete" if marked else "nothing was written"
         print(f"interrupted: {what}; continue it with\n  {resume_command(run_dir)}", file=sys.stderr)
         return 130
+    if result is None:  # a torchrun process other than rank 0: rank 0 prints the summary
+        return 0
     print_summary(result.run_dir, result.metrics)
     return 0
 

@@ -23,6 +23,8 @@ FEATURE_PRECISIONS = ("fp32", "auto", "int8")
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULERS = ("cosine", "onecycle", "none")
 CLASS_WEIGHTINGS = ("balanced", "none")
+DEVICES = ("auto", "cpu", "cuda")
+AMP_DTYPES = ("off", "bf16", "fp16")
 CONFIG_VERSION = 2
 
 
@@ -137,7 +139,22 @@ class RunOptions:
         _at_least("n_bootstrap", self.n_bootstrap, 0)  # --resume with --overwrite: training/run_guard.py
 
 
-PARTS = {"model": ModelChoice, "optim": OptimConfig, "operating_point": OperatingPointRule, "run": RunOptions}
+@dataclass(frozen=True)
+class ComputeOptions:
+    """Where the numbers are computed (training/distributed.py); the process count comes from torchrun."""
+
+    device: str = "auto"               # auto: CUDA when present, else CPU
+    amp: str = "off"                   # CUDA mixed precision: off | bf16 | fp16
+    dist_timeout: float = 1800.0       # seconds a process waits for the others before the run fails
+
+    def __post_init__(self):
+        _one_of("device", self.device, DEVICES)
+        _one_of("amp", self.amp, AMP_DTYPES)
+        _at_least("dist_timeout", self.dist_timeout, 0, strictly=True)
+
+
+PARTS = {"model": ModelChoice, "optim": OptimConfig, "operating_point": OperatingPointRule, "run": RunOptions,
+         "compute": ComputeOptions}
 
 
 @dataclass(frozen=True)
@@ -148,6 +165,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     operating_point: OperatingPointRule = field(default_factory=OperatingPointRule)
     run: RunOptions = field(default_factory=RunOptions)
+    compute: ComputeOptions = field(default_factory=ComputeOptions)
 
     def __post_init__(self):
         for name, cls in {"data_options": DataOptions, **PARTS}.items():

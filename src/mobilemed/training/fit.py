@@ -6,6 +6,7 @@ point and temperature on validation -> evaluate test once -> write the run folde
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -26,6 +27,7 @@ from mobilemed.spec import GRAY_MEAN, GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, Mod
 from mobilemed.training import run_folder, run_guard
 from mobilemed.training.config import ModelChoice, TrainConfig
 from mobilemed.training.cross_validation import assign_cv_folds, cross_validate
+from mobilemed.training.distributed import Dist, check_distributed, session
 from mobilemed.training.finish import TrainResult, finish_run
 from mobilemed.training.leakage import check_leakage
 from mobilemed.training.resume import check_resume_config, resume_state
@@ -44,24 +46,32 @@ class SplitData:
     features: np.ndarray | None = None  # a linear probe's frozen features, once computed
 
 
-def fit(config: TrainConfig) -> TrainResult:
+def fit(config: TrainConfig) -> TrainResult | None:
     """Train, evaluate and report: the run folder gets config, split, checkpoints, predictions, metrics,
     plots and report.html, and the same numbers come back as a TrainResult (run_dir, spec, metrics, history,
     predictions). Everything is checked (options when the config was built; output folder, resume
     compatibility, data, weights here) before the run folder is touched; see training/run_guard.py.
-    A failed or interrupted run leaves the folder marked so, and --resume continues it from last.pt."""
+    A failed or interrupted run leaves the folder marked so, and --resume continues it from last.pt.
+    Under torchrun every process trains its share and rank 0 alone writes the run folder and returns the
+    result; the others return None (training/distributed.py)."""
+    with session(config.compute) as here:
+        return _fit(config, here)
+
+
+def _fit(config: TrainConfig, here: Dist) -> TrainResult | None:
     seed_everything(config.optim.seed)
+    if not here.is_main:  # one voice: rank 0 shows the progress bars
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run, progress=False))
     run = config.run
     run_dir = Path(run.run_dir) if run.run_dir else run_folder.default_run_dir(config.data, config.model.mode)
-    run_guard.check_out_dir(run_dir, resume=run.resume, overwrite=run.overwrite)
-    if run.resume:
-        check_resume_config(run_dir, config)
-    weights = backbone_state(config.model)
-    table = load_table(config.data, config.data_options)
-    check_leakage(table, strict=run.strict)
+    config = check_distributed(config, here)
+    here.agree(_check_run_dir, run_dir, config, main_only=True)  # rank 0 writes the folder: its view counts
+    weights = here.agree(backbone_state, config.model)
+    table = here.agree(load_table, config.data, config.data_options)
+    here.agree(check_leakage, table, strict=run.strict, main_only=True)
     image_size = config.model.image_size or default_image_size(table)
-    images, keep = decoded_images(table, image_size, skip_bad=run.skip_bad, progress=run.progress,
-                                  use_voi=config.data_options.use_voi)
+    images, keep = here.local_first(decoded_images, table, image_size, skip_bad=run.skip_bad, progress=run.progress,
+                                    use_voi=config.data_options.use_voi)
     table = table.subset(keep)
     spec = make_spec(config, table, in_chans=1 if images.ndim == 3 else 3, image_size=image_size)
     pixels = take_splits(images, table.splits)  # in memory; the memory-mapped cache's pages are let go
@@ -70,37 +80,49 @@ def fit(config: TrainConfig) -> TrainResult:
     folds = assign_cv_folds(table, config.operating_point.cv_folds, config.data_options.seed) \
         if config.operating_point.cv_folds else None  # refused here, before anything is written
     model = build_model(spec, weights)
-    resume = resume_state(run_dir, spec, table) if run.resume else None
+    resume = here.agree(resume_state, run_dir, spec, table, main_only=True) if run.resume else None
+    if not here.is_main:
+        return _train_and_finish(run_dir, model, spec, data, config, resume, here)
     with run_guard.guarded_run(run_dir, overwrite=run.overwrite):  # locked; "complete" only on success
-        _write_run_start(run_dir, config, spec, table)
+        _write_run_start(run_dir, config, spec, table, here)
         if folds is not None:
             return cross_validate(run_dir, model, spec, data, table, folds, config, weights, resume, train_model)
-        return _train_and_finish(run_dir, model, spec, data, config, resume)
+        return _train_and_finish(run_dir, model, spec, data, config, resume, here)
+
+
+def _check_run_dir(run_dir: Path, config: TrainConfig) -> None:
+    run_guard.check_out_dir(run_dir, resume=config.run.resume, overwrite=config.run.overwrite)
+    if config.run.resume:
+        check_resume_config(run_dir, config)
 
 
 def _train_and_finish(run_dir: Path, model, spec: ModelSpec, data: dict, config: TrainConfig,
-                      resume) -> TrainResult:
+                      resume, here: Dist = Dist()) -> TrainResult | None:
     started = time.perf_counter()
-    trained = train_model(model, spec, data, config, run_dir, resume)
+    trained = train_model(model, spec, data, config, run_dir, resume, here)
     log.info("training took %.1f s", time.perf_counter() - started)
+    if not here.is_main:  # the evaluation, outputs and report are rank 0's
+        return None
     return finish_run(run_dir, model, spec, data, config, trained.history, seconds=time.perf_counter() - started,
                       logits=trained.logits)
 
 
-def train_model(model, spec: ModelSpec, data: dict, config: TrainConfig, run_dir: Path, resume):
+def train_model(model, spec: ModelSpec, data: dict, config: TrainConfig, run_dir: Path, resume,
+                here: Dist = Dist()):
     """The training strategy of config.model.mode on data's train split, early stopping on its val split;
-    also the training of every cross-validation fold (training/cross_validation.py)."""
+    also the training of every cross-validation fold (training/cross_validation.py). here: this process
+    under torchrun (training/distributed.py); --cv and --freeze-blocks run on one process only."""
     progress = config.run.progress
     if config.model.mode == "linear-probe":
         return train_linear_probe(model, spec, data, config.optim, run_dir, resume, progress=progress,
-                                  feature_precision=config.model.feature_precision)
+                                  feature_precision=config.model.feature_precision, here=here)
     if config.model.freeze_blocks:
         from mobilemed.training.prefix_finetune import train_cached_prefix
 
         return train_cached_prefix(model, spec, data, config.optim, run_dir, resume, progress=progress,
                                    freeze_blocks=config.model.freeze_blocks, views=config.optim.prefix_views)
     return train_network(model, spec, data, config.optim, run_dir, resume, progress=progress,
-                         finetune=config.model.mode == "finetune", augment=config.uses_augmentation)
+                         finetune=config.model.mode == "finetune", augment=config.uses_augmentation, here=here)
 
 
 def seed_everything(seed: int) -> None:
@@ -136,9 +158,10 @@ def backbone_state(config: ModelChoice) -> dict | None:
     return load_state_dict_file(config.weights)
 
 
-def _write_run_start(run_dir: Path, config: TrainConfig, spec: ModelSpec, table: ImageTable) -> None:
+def _write_run_start(run_dir: Path, config: TrainConfig, spec: ModelSpec, table: ImageTable,
+                     here: Dist = Dist()) -> None:
     run_folder.write_config(run_dir, config.to_dict(), spec.to_dict())
     run_folder.write_split(run_dir, table)
-    run_folder.write_versions(run_dir, config.optim.seed)
+    run_folder.write_versions(run_dir, config.optim.seed, distributed=here.record())
     counts = {s: int((table.splits == s).sum()) for s in ("train", "val", "test")}
     log.info("run folder %s; %s; task %s; classes %s", run_dir, counts, spec.task, spec.class_names)

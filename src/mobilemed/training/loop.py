@@ -1,6 +1,7 @@
 """The pieces the training story is told with: losses, optimizers, one epoch, predictions."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -11,6 +12,7 @@ from tqdm.auto import tqdm
 
 from mobilemed.data.transforms import augment_batch, to_model_input
 from mobilemed.spec import ModelSpec
+from mobilemed.training.distributed import batch_rows, rank_generator
 
 
 def make_loss(task: str, train_labels: np.ndarray, weighting: str, *, smoothing: float = 0.0) -> nn.Module:
@@ -75,12 +77,15 @@ def build_scheduler(optimizer, *, name: str, epochs: int, steps_per_epoch: int):
 
 
 def image_batches(images: np.ndarray, labels: np.ndarray, spec: ModelSpec, *, batch_size: int,
-                  generator: torch.Generator, augment: bool, size: int | None = None):
+                  generator: torch.Generator, augment: bool, size: int | None = None,
+                  shard: slice | None = None):
     """Shuffled (x (B, C, S, S), y) batches from cached uint8 pixels; no image is decoded again. size: a
-    smaller S for progressive resizing (the early epochs of a fine-tune), else spec.image_size."""
+    smaller S for progressive resizing (the early epochs of a fine-tune), else spec.image_size.
+    shard: this process's rows of each global batch (training/distributed.py), None for all of them."""
     order = torch.randperm(len(images), generator=generator).numpy()
-    for start in range(0, len(order), batch_size):
-        index = np.sort(order[start:start + batch_size])  # sorted reads are kinder to a memory map
+    generator = rank_generator(generator, shard)
+    for rows in batch_rows(order, batch_size, shard):
+        index = np.sort(rows)  # sorted reads are kinder to a memory map
         x = to_model_input(np.asarray(images[index]), spec)
         if size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -90,24 +95,31 @@ def image_batches(images: np.ndarray, labels: np.ndarray, spec: ModelSpec, *, ba
 
 
 def feature_batches(features: torch.Tensor, labels: np.ndarray, task: str, *, batch_size: int,
-                    generator: torch.Generator):
+                    generator: torch.Generator, shard: slice | None = None):
     order = torch.randperm(len(features), generator=generator)
-    for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
+    for index in batch_rows(order, batch_size, shard):
         yield features[index], loss_targets(labels[index.numpy()], task)
 
 
 def train_one_epoch(module: nn.Module, batches, loss_fn, optimizer, scheduler, *, total: int,
-                    ema=None, desc: str = "train", progress: bool = True) -> float:
-    """One pass over `batches`; returns the mean training loss."""
+                    ema=None, desc: str = "train", progress: bool = True, autocast=contextlib.nullcontext,
+                    scaler=None) -> float:
+    """One pass over `batches`; returns the mean training loss. autocast and scaler: CUDA mixed precision
+    (training/distributed.py), PyTorch's documented autocast + GradScaler recipe."""
     module.train()
     running, seen = 0.0, 0
     bar = tqdm(batches, total=total, desc=desc, disable=not progress, leave=False, unit="batch")
     for x, y in bar:
-        loss = loss_fn(module(x), y)
+        with autocast():
+            loss = loss_fn(module(x), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         scheduler.step()
         if ema is not None:
             ema.update_parameters(module)

@@ -81,7 +81,9 @@ class CachedPrefixPlan(Plan):
     val_maps: np.ndarray    # (1, M, C, h, w) float16
     task: str
 
-    def batches(self, generator: torch.Generator):
+    def batches(self, generator: torch.Generator, shard: slice | None = None):
+        if shard is not None:  # training/distributed.check_distributed refuses --freeze-blocks on several processes
+            raise RuntimeError("the cached-prefix fine-tune runs on one process")
         views, n = self.train_maps.shape[:2]
         order = torch.randperm(n, generator=generator).numpy()
         view = torch.randint(views, (n,), generator=generator).numpy()

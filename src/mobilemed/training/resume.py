@@ -20,8 +20,10 @@ log = logging.getLogger(__name__)
 # Grad-CAM gallery, --strict (the leakage audit must pass either way), --skip-bad (split.csv must still match)
 # and the bootstrap size of the final confidence intervals) and the config.yaml format version (a flat
 # version-1 config is regrouped before the comparison). --epochs may grow only without a scheduler, whose
-# learning-rate curve would otherwise already have been stretched over the old length.
-MAY_DIFFER = ("run", "version")
+# learning-rate curve would otherwise already have been stretched over the old length. The compute part
+# (device, mixed precision, timeout) may differ too: a run started on 8 GPUs may be resumed on 4 or on a CPU,
+# at the price of bit-exactness (training/distributed.py).
+MAY_DIFFER = ("run", "version", "compute")
 
 
 def check_resume_config(run_dir: Path, config: TrainConfig) -> None:

@@ -34,12 +34,14 @@ def write_config(run_dir: Path, config: dict, spec: dict) -> None:
     write_json(run_dir / SPEC, spec)
 
 
-def write_versions(run_dir: Path, seed: int) -> None:
+def write_versions(run_dir: Path, seed: int, **extra) -> None:
+    """versions.json: packages, platform, seed, threads, git sha, command, and `extra` (e.g. distributed:
+    world size and backend)."""
     import torch
 
     versions = {name: _version(name) for name in PACKAGES}
     versions.update(python=sys.version.split()[0], platform=platform.platform(), seed=seed,
-                    torch_threads=torch.get_num_threads(), git_sha=_git_sha(), command=" ".join(sys.argv))
+                    torch_threads=torch.get_num_threads(), git_sha=_git_sha(), command=" ".join(sys.argv), **extra)
     write_json(run_dir / VERSIONS, versions)
 
 

@@ -20,7 +20,7 @@ from mobilemed.batch_predict import predict_logits
 from mobilemed.checkpoint import save_checkpoint
 from mobilemed.spec import ModelSpec
 from mobilemed.training.config import OptimConfig
-from mobilemed.training.feature_precision import probe_features
+from mobilemed.training.distributed import Dist, sharded_logits, sharded_probe_features
 from mobilemed.training.loop import (build_optimizer, build_scheduler, feature_batches, image_batches,
                                      loss_targets, make_loss, train_one_epoch)
 from mobilemed.training.scoring import validation_metrics
@@ -77,13 +77,15 @@ class ProbePlan(Plan):
     features: dict  # split -> (N, F) tensor
     task: str
 
-    def batches(self, generator: torch.Generator):
+    def batches(self, generator: torch.Generator, shard: slice | None = None):
         return feature_batches(self.features["train"], self.train_labels, self.task, batch_size=self.batch_size,
-                               generator=generator)
+                               generator=generator, shard=shard)
 
     def val_logits(self, module: nn.Module, split: str = "val") -> np.ndarray:
+        """Every rank holds every feature (gathered), so every rank computes the same logits."""
+        device = next(module.parameters()).device
         with torch.inference_mode():
-            return module.eval()(self.features[split]).numpy()
+            return module.eval()(self.features[split].to(device)).float().cpu().numpy()
 
 
 @dataclass
@@ -95,53 +97,61 @@ class NetworkPlan(Plan):
     spec: ModelSpec
     augment: bool
     low_res: tuple[int, int] | None = None  # progressive resizing: (size in px, epochs at it), then full size
+    here: Dist = Dist()  # several processes: each predicts a slice of validation, gathered on all
 
-    def batches(self, generator: torch.Generator):
+    def batches(self, generator: torch.Generator, shard: slice | None = None):
         size = self.low_res[0] if self.low_res and self.epoch < self.low_res[1] else None
         return image_batches(self.train_images, self.train_labels, self.spec, batch_size=self.batch_size,
-                             generator=generator, augment=self.augment, size=size)
+                             generator=generator, augment=self.augment, size=size, shard=shard)
 
     def val_logits(self, module: nn.Module) -> np.ndarray:
-        return predict_logits(module, self.val_images, self.spec, tta=self.spec.tta)
+        return sharded_logits(self.here, lambda images: predict_logits(module, images, self.spec, tta=self.spec.tta),
+                              self.val_images)
 
 
 def train_linear_probe(model, spec: ModelSpec, data: dict, optim: OptimConfig, run_dir: Path, resume, *,
-                       progress: bool = True, feature_precision: str = "fp32") -> Trained:
+                       progress: bool = True, feature_precision: str = "fp32", here: Dist = Dist()) -> Trained:
     """The tutorial's method done right: frozen eval-mode backbone, features computed once, head trained
     on them; the val/test logits of the best head come from the same features. data: split -> SplitData
     (each gets .features, which the OOD detector reuses); resume: last.pt's payload or None.
-    feature_precision: see training/feature_precision.py. The model ends up holding the best weights."""
+    feature_precision: see training/feature_precision.py; here: this process's share (training/distributed.py).
+    The model ends up holding the best weights (on the CPU)."""
     model.freeze_backbone()
-    arrays, record = probe_features(model.backbone, spec, data, precision=feature_precision, seed=optim.seed,
-                                    progress=progress)
-    run_files.write_json(run_dir / "feature_pass.json", record)
+    arrays, record = sharded_probe_features(here, model.backbone, spec, data, precision=feature_precision,
+                                            seed=optim.seed, progress=progress)
+    if here.is_main:
+        run_files.write_json(run_dir / "feature_pass.json", record)
     for split, part in data.items():
         part.features = arrays.get(split)
     features = {s: torch.from_numpy(f) for s, f in arrays.items()}
-    plan = ProbePlan(model.head, data["train"].labels, optim.batch_size, features, spec.task)
+    plan = ProbePlan(model.head.to(here.device), data["train"].labels, optim.batch_size, features, spec.task)
     optimizer = build_optimizer(model.head.parameters(), name=optim.optimizer, lr=optim.lr,
                                 weight_decay=optim.weight_decay)
-    loop = EpochLoop(model, plan, optimizer, spec, data["val"].labels, optim, run_dir, progress=progress)
+    loop = EpochLoop(model, plan, optimizer, spec, data["val"].labels, optim, run_dir, progress=progress, here=here)
     best_state, history = loop.run(resume)
     model.load_state_dict(best_state)
-    return Trained(best_state, history, {s: plan.val_logits(model.head, s) for s in features if s != "train"})
+    logits = {s: plan.val_logits(model.head, s) for s in features if s != "train"}
+    model.cpu()
+    return Trained(best_state, history, logits)
 
 
 def train_network(model, spec: ModelSpec, data: dict, optim: OptimConfig, run_dir: Path, resume, *,
-                  finetune: bool, augment: bool, progress: bool = True) -> Trained:
+                  finetune: bool, augment: bool, progress: bool = True, here: Dist = Dist()) -> Trained:
     """Fine-tune (backbone at a lower learning rate, optional head-only warm-up) or train from scratch
-    (finetune False). The model ends up holding the best weights."""
-    model = model.to(memory_format=torch.channels_last)
+    (finetune False). The model ends up holding the best weights (on the CPU)."""
+    model = model.to(here.device, memory_format=torch.channels_last)
     groups = [{"params": model.head.parameters(), "lr": optim.lr},
               {"params": model.backbone.parameters(), "lr": optim.lr * (optim.backbone_lr_scale if finetune else 1)}]
     optimizer = build_optimizer(groups, name=optim.optimizer, lr=optim.lr, weight_decay=optim.weight_decay)
     train, val = data["train"], data["val"]
     low_res = (optim.low_res_size, optim.low_res_epochs) if optim.low_res_size else None
-    plan = NetworkPlan(model, train.labels, optim.batch_size, train.images, val.images, spec, augment, low_res)
+    plan = NetworkPlan(model, train.labels, optim.batch_size, train.images, val.images, spec, augment, low_res,
+                       here)
     loop = EpochLoop(model, plan, optimizer, spec, data["val"].labels, optim, run_dir, progress=progress,
-                     finetune=finetune)
+                     finetune=finetune, here=here)
     best_state, history = loop.run(resume)
     model.load_state_dict(best_state)
+    model.cpu()
     return Trained(best_state, history)
 
 
@@ -158,6 +168,7 @@ class EpochLoop:
     run_dir: Path
     progress: bool = True
     finetune: bool = False  # head-only warm-up epochs protect the pretrained features from a random head
+    here: Dist = Dist()  # this process's rank, device and precision (training/distributed.py)
     # set by run(): the loss, one row per epoch, early stopping and the best weights so far
     loss_fn: nn.Module | None = field(default=None, init=False)
     history: list = field(default_factory=list, init=False)
@@ -176,26 +187,30 @@ class EpochLoop:
         if resume is not None:
             start, self.history, self.stopper, self.best_state, stopped = _restore(
                 resume, self.model, self.optimizer, scheduler, ema, optim)
-        generator = torch.Generator()
+        generator, scaler = torch.Generator(), self.here.grad_scaler()
         for epoch in range(start, start if stopped else optim.epochs):
             _seed_epoch(generator, optim.seed, epoch)
+            self.here.seed_rank(generator)
             if self.finetune:
                 self.model.freeze_backbone(epoch < optim.head_warmup_epochs)
-            stopped = self._epoch(epoch, generator, scheduler, ema)
-            _save_last(self.run_dir, self.model, self.spec, self.optimizer, scheduler, ema, epoch, self.history,
-                       self.stopper, self.best_state, stopped)
+            stopped = self._epoch(epoch, generator, scheduler, ema, scaler)
+            if self.here.is_main:
+                _save_last(self.run_dir, self.model, self.spec, self.optimizer, scheduler, ema, epoch, self.history,
+                           self.stopper, self.best_state, stopped)
             if stopped:
                 log.info("early stop: no validation AUROC gain for %d epochs", optim.patience)
                 break
         return self.best_state, self.history
 
-    def _epoch(self, epoch: int, generator, scheduler, ema) -> bool:
+    def _epoch(self, epoch: int, generator, scheduler, ema, scaler=None) -> bool:
         """Train one epoch, validate, keep the best weights; True when early stopping says stop."""
-        tic, trained = time.perf_counter(), self.plan.trained
+        tic, trained, here = time.perf_counter(), self.plan.trained, self.here
         self.plan.epoch = epoch
-        train_loss = train_one_epoch(trained, self.plan.batches(generator), self.loss_fn, self.optimizer, scheduler,
-                                     total=self.plan.steps, ema=ema, desc=f"epoch {epoch + 1}/{self.optim.epochs}",
-                                     progress=self.progress)
+        batches = here.to_device(self.plan.batches(generator, here.shard if here.active else None))
+        train_loss = here.mean(train_one_epoch(
+            here.wrap(trained), batches, here.moved(self.loss_fn), self.optimizer, scheduler, total=self.plan.steps,
+            ema=ema, desc=f"epoch {epoch + 1}/{self.optim.epochs}", progress=self.progress, autocast=here.autocast,
+            scaler=scaler))
         evaluated = ema.module if ema is not None else trained
         logits = self.plan.val_logits(evaluated)
         val_loss = float(self.loss_fn(torch.from_numpy(logits), loss_targets(self.val_labels, self.spec.task)))
@@ -206,8 +221,9 @@ class EpochLoop:
                  score["val_auroc"])
         if self.stopper.improved(score["val_auroc"], epoch) or self.best_state is None:
             self.best_state = _model_state(self.model, trained, evaluated)
-            save_checkpoint(self.run_dir / run_files.BEST, _with_state(self.model, self.best_state), self.spec,
-                            epoch=epoch + 1, val_auroc=score["val_auroc"], complete=False)
+            if here.is_main:
+                save_checkpoint(self.run_dir / run_files.BEST, _with_state(self.model, self.best_state), self.spec,
+                                epoch=epoch + 1, val_auroc=score["val_auroc"], complete=False)
         return self.stopper.stale(epoch)
 
 
