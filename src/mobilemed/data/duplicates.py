@@ -9,6 +9,7 @@ over all pairs, in blocks, which takes about a second for 6,000 images.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,14 @@ def sha1_where_sizes_collide(paths, owners) -> list[str | None]:
     return hashes
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _cached_sha1(path: str, size: int, mtime_ns: int) -> str:
+    """file_sha1, once per file per process: the leakage check, the split and the audit each ask for the
+    same files (a second of a Kermany run). Size and modification time are in the key, so a file
+    rewritten in between is read again."""
+    return file_sha1(path)
+
+
 def _file_size(path) -> int:
     try:
         return os.stat(path).st_size
@@ -56,7 +65,8 @@ def _file_size(path) -> int:
 
 def _safe_sha1(path) -> str | None:
     try:
-        return file_sha1(path)
+        stat = os.stat(path)
+        return _cached_sha1(os.fspath(path), stat.st_size, stat.st_mtime_ns)
     except OSError:
         return None
 

@@ -54,6 +54,7 @@ class FeaturePass:
     def __init__(self, backbone: nn.Module, spec: ModelSpec, *, progress: bool = True):
         self.backbone, self.spec, self.progress = backbone.eval(), spec, progress
         self._runners: dict = {}
+        self.images_per_second: dict[str, float] = {}  # of the last pass each precision computed
         self._onnx: bytes | None = None
         self._digest = hashlib.sha1(f"v2|{spec.arch}|{spec.image_size}|{spec.in_chans}|{spec.mean}|{spec.std}".encode())
         for tensor in backbone.state_dict().values():
@@ -65,11 +66,12 @@ class FeaturePass:
         if path is not None and path.exists():
             log.info("%s features from cache %s", precision, path.name)
             return np.load(path)
-        runner = self._runner(precision)
+        runner, tic = self._runner(precision), time.perf_counter()
         batches = prefetched(input_chunks(images, self.spec), PREFETCH)
         chunks = [runner(chunk) for chunk in tqdm(batches, total=-(-len(images) // CHUNK), unit="batch",
                                                   desc=f"backbone features ({precision})", disable=not self.progress)]
         features = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 0), np.float32)
+        self.images_per_second[precision] = len(images) / max(time.perf_counter() - tic, 1e-9)
         del chunks, batches
         release_freed_memory()
         if path is not None:
