@@ -160,15 +160,8 @@ def resume_command(run_dir: str) -> str:
 
 
 def print_summary(run_dir, metrics: dict) -> None:
-    from mobilemed.evaluation.metrics import format_summary
+    from mobilemed.evaluation.metrics import format_run_summary
 
     print(f"\nrun folder: {run_dir}")
-    cv = metrics.get("cv")
-    if cv:  # metrics["val"] is the same pooled out-of-fold set, without the intervals
-        print(f"\n[cross-validation: pooled out-of-fold predictions of {cv['folds']} folds; deployed: {cv['deployed']}]")
-        print(format_summary(cv["pooled_out_of_fold"]))
-    for split in ("test",) if cv else ("val", "test"):
-        if split in metrics:
-            print(f"\n[{split}]")
-            print(format_summary(metrics[split]))
+    print(format_run_summary(metrics))
     print(f"\nreport: {Path(run_dir) / REPORT}")

@@ -236,6 +236,19 @@ def _confusion(y_true, y_prob, task, columns) -> list[list[int]] | None:
     return matrix.tolist()
 
 
+def format_run_summary(metrics: dict) -> str:
+    """The text block `train` prints for a run's metrics.json: validation (or, with --cv, the pooled
+    out-of-fold predictions with their intervals) and test."""
+    blocks = []
+    cv = metrics.get("cv")
+    if cv:  # metrics["val"] is the same pooled out-of-fold set, without the intervals
+        blocks.append(f"[cross-validation: pooled out-of-fold predictions of {cv['folds']} folds; "
+                      f"deployed: {cv['deployed']}]\n{format_summary(cv['pooled_out_of_fold'])}")
+    blocks += [f"[{split}]\n{format_summary(metrics[split])}"
+               for split in (("test",) if cv else ("val", "test")) if split in metrics]
+    return "".join(f"\n{block}\n" for block in blocks).rstrip("\n")
+
+
 def format_summary(metrics: dict) -> str:
     """A person-readable text block of a to_dict() report: overall metrics with CIs, then per class."""
     level = f"{int(metrics['bootstrap']['confidence'] * 100)}% CI" if metrics.get("bootstrap") else ""
