@@ -36,9 +36,10 @@ from mobilemed.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 CHUNK = 16      # images per ONNX Runtime call: its arena holds one call's activations (~15 MB an image at 224 px)
+CHUNKS = {"fp32": 8, "int8": CHUNK}  # fp32 activations are 4x int8's: half the chunk keeps the probe under 1.5 GB
 PREFETCH = 2    # chunks the producer may hold ready ahead of the consumer
 CALIBRATION_IMAGES = 32  # training images whose activations set the int8 scales
-CALIBRATION_BATCH = 2  # images per calibration pass: the calibrator holds every activation of a pass (~100 MB an image)
+CALIBRATION_BATCH = 1  # images per calibration pass: the calibrator holds every activation of a pass (~100 MB an image)
 
 
 def frozen_features(backbone: torch.nn.Module, images: np.ndarray, spec: ModelSpec, *,
@@ -67,8 +68,9 @@ class FeaturePass:
             log.info("%s features from cache %s", precision, path.name)
             return np.load(path)
         runner, tic = self._runner(precision), time.perf_counter()
-        batches = prefetched(input_chunks(images, self.spec), PREFETCH)
-        chunks = [runner(chunk) for chunk in tqdm(batches, total=-(-len(images) // CHUNK), unit="batch",
+        size = CHUNKS[precision]
+        batches = prefetched(input_chunks(images, self.spec, size), PREFETCH)
+        chunks = [runner(chunk) for chunk in tqdm(batches, total=-(-len(images) // size), unit="batch",
                                                   desc=f"backbone features ({precision})", disable=not self.progress)]
         features = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 0), np.float32)
         self.images_per_second[precision] = len(images) / max(time.perf_counter() - tic, 1e-9)
@@ -82,7 +84,7 @@ class FeaturePass:
     def calibrate_int8(self, images: np.ndarray, *, seed: int = 0) -> int:
         """Build the int8 session, its scales set by CALIBRATION_IMAGES of `images` (training images, never
         test). Returns the number of images used. Raises MissingExtraError without onnxruntime."""
-        from mobilemed.export.quantize import quantize_int8
+        from mobilemed.export.quantize import FLOAT_TAIL, quantize_int8
 
         if not _has_onnxruntime():
             raise MissingExtraError("onnxruntime", "fast", "the int8 feature pass")
@@ -98,7 +100,7 @@ class FeaturePass:
                                  percentile=False).calibration_images
             self._runners["int8"] = _ort_runner(int8_path.read_bytes())
         # The scales depend on the calibration images and on how they were set.
-        self._digest.update(b"int8|minmax|float tail" + np.ascontiguousarray(calibration).data)
+        self._digest.update(f"int8|minmax|float tail {FLOAT_TAIL}".encode() + np.ascontiguousarray(calibration).data)
         return used
 
     def speedup(self, images: np.ndarray) -> float:
