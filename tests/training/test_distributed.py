@@ -110,12 +110,15 @@ def assert_one_writer(tmp_path: Path, work: Path, run: Path) -> None:
 
 
 def test_linear_probe_on_two_gloo_processes_matches_one_process(pneumonia_folder, shared, tmp_path):
+    """The default --feature-precision auto resolves to fp32 on several processes (int8 would be calibrated on
+    one process's images), so the 2-process run equals a 1-process fp32 run."""
     args = lambda out: train_args(pneumonia_folder, out, shared, "--mode", "linear-probe", "--epochs", "2")  # noqa: E731
-    assert in_process(args(tmp_path / "one")) == 0
+    assert in_process([*args(tmp_path / "one"), "--feature-precision", "fp32"]) == 0
     work = tmp_path / "work"
     work.mkdir()
     done = run_cli([*args(tmp_path / "two"), "--nproc", "2"], cwd=work)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "feature_pass.json").read_text())["chosen"] == "fp32"
     assert_same_run(outcome(tmp_path / "one"), outcome(tmp_path / "two"))
     assert_one_writer(tmp_path, work, tmp_path / "two")
 

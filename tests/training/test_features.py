@@ -124,3 +124,15 @@ def test_a_feature_change_that_costs_validation_auroc_is_caught():
     assert result["val_auroc_fp32"] - result["val_auroc_int8"] > INT8_TOLERANCE
     assert compare_precisions(clean, clean.copy(), labels, "binary")["val_auroc_int8"] == result["val_auroc_fp32"]
     assert "reason" in compare_precisions(clean[:3], clean[:3], np.array([0, 1, 1]), "binary")
+
+
+def test_a_resumed_probe_reuses_the_precision_auto_chose(tmp_path):
+    """auto's choice depends on timings; --resume must train on the features the interrupted run used."""
+    from mobilemed.run_files import write_json
+    from mobilemed.training.strategies import _recorded_precision
+
+    assert _recorded_precision(tmp_path) is None  # killed before the feature pass: auto decides afresh
+    write_json(tmp_path / "feature_pass.json", {"requested": "auto", "chosen": "int8"})
+    assert _recorded_precision(tmp_path) == "int8"
+    write_json(tmp_path / "feature_pass.json", {"requested": "auto", "chosen": "int4"})
+    assert _recorded_precision(tmp_path) is None

@@ -69,7 +69,7 @@ def setup(tmp_path_factory):
 
 def train_args(mode: str, data: Path, weights: Path, out: Path) -> list[str]:
     model = ["--mode", "finetune", "--weights", str(weights), "--augment", "--ema", "0.9"] if mode == "finetune" \
-        else ["--mode", "linear-probe", "--weights", str(weights)]
+        else ["--mode", "linear-probe", "--weights", str(weights), "--feature-precision", "fp32"]  # auto times itself
     return ["--quiet", "train", str(data), "--out", str(out), "--arch", "mobilenet_v3_small", "--image-size", "32",
             "--batch-size", "8", "--epochs", str(EPOCHS), "--no-gallery", "--n-bootstrap", "20", *model]
 

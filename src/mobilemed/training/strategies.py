@@ -28,6 +28,13 @@ from mobilemed.training.scoring import validation_metrics
 log = logging.getLogger(__name__)
 
 
+def _recorded_precision(run_dir: Path) -> str | None:
+    """The precision auto chose in the run being resumed: auto's choice depends on timings of this machine,
+    and a resumed run must train on the same features to end where the uninterrupted run would."""
+    chosen = (run_files.read_json(Path(run_dir) / "feature_pass.json") or {}).get("chosen")
+    return chosen if chosen in ("fp32", "int8") else None
+
+
 class EarlyStopping:
     """Tracks the best validation AUROC; stale after `patience` epochs without improvement."""
 
@@ -117,8 +124,12 @@ def train_linear_probe(model, spec: ModelSpec, data: dict, optim: OptimConfig, r
     feature_precision: see training/feature_precision.py; here: this process's share (training/distributed.py).
     The model ends up holding the best weights (on the CPU)."""
     model.freeze_backbone()
-    arrays, record = sharded_probe_features(here, model.backbone, spec, data, precision=feature_precision,
-                                            seed=optim.seed, progress=progress)
+    resumed_choice = _recorded_precision(run_dir) if resume is not None and feature_precision == "auto" else None
+    arrays, record = sharded_probe_features(here, model.backbone, spec, data,
+                                            precision=resumed_choice or feature_precision, seed=optim.seed,
+                                            progress=progress)
+    if resumed_choice:
+        record.update(requested="auto", reason=f"resumed: {resumed_choice}, as the interrupted run chose")
     if here.is_main:
         run_files.write_json(run_dir / "feature_pass.json", record)
     for split, part in data.items():
