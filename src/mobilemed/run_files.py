@@ -25,6 +25,7 @@ BEST = "best.pt"
 LAST = "last.pt"              # everything --resume needs
 RUN_STATE = "run_state.json"  # {"state": "running" | "interrupted" | "failed" | "complete", ...}
 REPORT = "report.html"
+FEATURE_PASS = "feature_pass.json"  # a linear probe's feature pass: precision requested and chosen, and why
 PLOTS = "plots"
 GALLERY = "gallery"
 GALLERY_INDEX = "gallery.json"

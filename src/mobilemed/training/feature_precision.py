@@ -4,14 +4,15 @@ The training split is most of the images, so it is where an int8 backbone saves 
 test features are always fp32: they choose the epoch, the thresholds and the temperature and give the
 reported metrics, and the model that is saved and deployed is the fp32 one.
 
-`auto` (the default) uses int8 when it keeps validation AUROC within INT8_TOLERANCE of fp32 and runs at
-least MIN_SPEEDUP times as fast as fp32 on this machine (timed on the same validation chunk: on a 2-core
-AVX-512 VNNI CPU under load the QDQ MobileNetV2 once ran no faster than fp32, and then int8 only costs
-accuracy and the calibration). It costs the calibration (CALIBRATION_IMAGES training images, min-max
-ranges, ~1.6 s at 224 px) and the checks; on the README's Kermany probe it halves the training split's
-pass (bench/profile_linear_probe.py) for 0.003 of test AUROC. The accuracy check costs one int8
-pass over the (small) validation split, whose fp32 features are needed anyway: a linear probe (ridge
-regression) is cross-fitted on the validation features of each precision with the same folds, and the
+`auto` (the default) uses int8 when it keeps validation AUROC within INT8_TOLERANCE of fp32 and runs at least
+MIN_SPEEDUP times as fast as fp32 on this machine (images per second of the fp32 passes over validation and
+test against the int8 one over validation: on a 2-core AVX-512 VNNI CPU under load the QDQ MobileNetV2 once
+ran no faster than fp32, and then int8 only costs accuracy and the calibration). The choice depends on this
+machine's timing, so feature_pass.json records it and --resume reuses it. It costs the calibration
+(CALIBRATION_IMAGES training images, min-max ranges, ~1.6 s at 224 px) and the checks; on the README's Kermany
+probe it halves the training split's pass (bench/profile_linear_probe.py) for 0.003 of test AUROC.
+The accuracy check costs one int8 pass over the (small) validation split, whose fp32 features are needed
+anyway: a linear probe (ridge regression) is cross-fitted on the validation features of each precision with the same folds, and the
 two out-of-fold AUROCs are compared. Both probes see only validation images, so the check needs no fp32
 pass over the training split, which is what int8 is there to avoid.
 """

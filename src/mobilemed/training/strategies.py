@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def _recorded_precision(run_dir: Path) -> str | None:
     """The precision auto chose in the run being resumed: auto's choice depends on timings of this machine,
     and a resumed run must train on the same features to end where the uninterrupted run would."""
-    chosen = (run_files.read_json(Path(run_dir) / "feature_pass.json") or {}).get("chosen")
+    chosen = (run_files.read_json(Path(run_dir) / run_files.FEATURE_PASS) or {}).get("chosen")
     return chosen if chosen in ("fp32", "int8") else None
 
 
@@ -131,7 +131,7 @@ def train_linear_probe(model, spec: ModelSpec, data: dict, optim: OptimConfig, r
     if resumed_choice:
         record.update(requested="auto", reason=f"resumed: {resumed_choice}, as the interrupted run chose")
     if here.is_main:
-        run_files.write_json(run_dir / "feature_pass.json", record)
+        run_files.write_json(run_dir / run_files.FEATURE_PASS, record)
     for split, part in data.items():
         part.features = arrays.get(split)
     features = {s: torch.from_numpy(f) for s, f in arrays.items()}
