@@ -12,8 +12,8 @@ machine's timing, so feature_pass.json records it and --resume reuses it. It cos
 (CALIBRATION_IMAGES training images, min-max ranges, ~1.6 s at 224 px) and the checks; on the README's Kermany
 probe it halves the training split's pass (bench/profile_linear_probe.py) for 0.003 of test AUROC.
 The accuracy check costs one int8 pass over the (small) validation split, whose fp32 features are needed
-anyway: a linear probe (ridge regression) is cross-fitted on the validation features of each precision with the same folds, and the
-two out-of-fold AUROCs are compared. Both probes see only validation images, so the check needs no fp32
+anyway: a linear probe (ridge regression) is cross-fitted on the validation features of each precision
+with the same folds, and the two out-of-fold AUROCs are compared. Both probes see only validation images, so the check needs no fp32
 pass over the training split, which is what int8 is there to avoid.
 """
 from __future__ import annotations
