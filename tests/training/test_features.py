@@ -136,3 +136,21 @@ def test_a_resumed_probe_reuses_the_precision_auto_chose(tmp_path):
     assert _recorded_precision(tmp_path) == "int8"
     write_json(tmp_path / "feature_pass.json", {"requested": "auto", "chosen": "int4"})
     assert _recorded_precision(tmp_path) is None
+
+
+def test_a_probe_with_crops_learns_on_crops_of_the_training_images_and_scores_whole_images(imagenet_cache):
+    from mobilemed.data.transforms import Augmentation
+    from mobilemed.training.feature_precision import probe_features
+
+    backbone, spec, table = pneumonia_backbone()
+    part = lambda rows: SimpleNamespace(images=table.images[rows], labels=table.labels[rows])  # noqa: E731
+    data = {"train": part(slice(0, 40)), "val": part(slice(40, 60))}
+    plain, _ = probe_features(backbone, spec, data, precision="fp32", progress=False)
+    cropped, record = probe_features(backbone, spec, data, precision="fp32", progress=False, augmentation=Augmentation(crop_scale=0.35))
+    again, _ = probe_features(backbone, spec, data, precision="fp32", progress=False, augmentation=Augmentation(crop_scale=0.35))
+    other_seed, _ = probe_features(backbone, spec, data, precision="fp32", progress=False, augmentation=Augmentation(crop_scale=0.35), seed=1)
+    assert record["augmentation"] == {"crop_scale": 0.35, "hflip": False}
+    np.testing.assert_array_equal(cropped["val"], plain["val"])  # validation (and test) images stay whole
+    np.testing.assert_array_equal(cropped["train"], again["train"])  # reproducible from the seed
+    change = np.abs(cropped["train"] - plain["train"]).mean() / np.abs(plain["train"]).mean()
+    assert change > 0.1 and not np.array_equal(cropped["train"], other_seed["train"])

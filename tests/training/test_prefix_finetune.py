@@ -11,7 +11,7 @@ from mobilemed.assets import load_imagenet_state
 from mobilemed.batch_predict import predict_logits
 from mobilemed.checkpoint import load_checkpoint
 from mobilemed.cli.main import main
-from mobilemed.data.transforms import to_model_input
+from mobilemed.data.transforms import Augmentation, to_model_input
 from mobilemed.errors import MobilemedError
 from mobilemed.models import build_model
 from mobilemed.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
@@ -131,7 +131,11 @@ def test_bad_numbers_are_refused_at_parse_time(capsys, tmp_path, option, value, 
     (["--mode", "finetune", "--image-size", "96", "--low-res-size", "64", "--low-res-epochs", "3", "--epochs", "3"],
      "between 1 and --epochs - 1"),
     (["--mode", "finetune", "--image-size", "96", "--freeze-blocks", "4", "--low-res-size", "64",
-      "--low-res-epochs", "1", "--epochs", "3"], "cached frozen blocks are computed at one resolution")])
+      "--low-res-epochs", "1", "--epochs", "3"], "cached frozen blocks are computed at one resolution"),
+    (["--mode", "finetune", "--crop-scale", "0"], "--crop-scale is the smallest share of the image's area"),
+    (["--mode", "finetune", "--crop-scale", "1.5"], "in (0, 1], e.g. 0.35"),
+    (["--mode", "finetune", "--crop-scale", "0.5", "--no-augment"], "--crop-scale and --hflip are augmentations"),
+    (["--mode", "finetune", "--hflip", "--no-augment"], "drop --no-augment")])
 def test_options_that_do_not_fit_are_refused_before_any_file(capsys, tmp_path, extra, message):
     data = make_blob_folder(tmp_path / "data", per_class=2, size=32)
     assert main(["train", str(data), "--out", str(tmp_path / "run"), *extra]) == 2
@@ -160,3 +164,12 @@ def test_progressive_resizing_trains_the_first_epochs_small_and_the_last_at_full
 def test_the_new_options_default_to_off():
     optim, model = OptimConfig(), ModelChoice()
     assert (model.freeze_blocks, optim.label_smoothing, optim.prefix_views, optim.low_res_size) == (0, 0.0, 1, None)
+
+
+def test_with_crops_every_cached_view_is_a_crop_drawn_from_the_seed(mobilemed_home):
+    tail, images = PrefixTail(build_model(_spec()), K), _images(6, 64, seed=2)
+    plain = prefix_maps(tail.prefix, images, _spec(), views=1, progress=False)
+    crops = prefix_maps(tail.prefix, images, _spec(), views=2, seed=5, progress=False, augmentation=Augmentation(crop_scale=0.35))
+    again = prefix_maps(tail.prefix, images, _spec(), views=2, seed=5, progress=False, augmentation=Augmentation(crop_scale=0.35))
+    assert not np.array_equal(crops[0], plain[0]) and not np.array_equal(crops[0], crops[1])
+    np.testing.assert_array_equal(crops, again)

@@ -58,6 +58,14 @@ def add_arguments(parser) -> None:
     opt.add_argument("--prefix-views", type=POSITIVE_INT, default=1,
                      help="--freeze-blocks: cached views per training image, the plain one and V-1 augmented "
                           "copies drawn once (each costs a prefix pass); each epoch picks one per image")
+    opt.add_argument("--crop-scale", type=float, default=1.0,
+                     help="augment with random zoomed crops covering [SCALE, 1] of the image's area, e.g. 0.35 for "
+                          "chest X-rays, whose framing differs between classes and hospitals (1: the light "
+                          "affine only); with --freeze-blocks every cached view is such a crop; a linear probe "
+                          "learns on the features of one such crop per training image")
+    opt.add_argument("--hflip", action="store_true",
+                     help="augment with horizontal flips: fundus, skin, ultrasound; not chest X-rays, whose heart "
+                          "sits on the left")
     opt.add_argument("--low-res-size", type=POSITIVE_INT,
                      help="progressive resizing (not with --freeze-blocks): train the first --low-res-epochs "
                           "at this size in px, the rest at --image-size")
@@ -114,7 +122,8 @@ def config_from_args(args) -> TrainConfig:
                           optimizer=args.optimizer, weight_decay=args.weight_decay, scheduler=args.scheduler,
                           class_weighting=args.class_weighting, augment=args.augment, ema_decay=args.ema_decay,
                           patience=args.patience, seed=args.seed, label_smoothing=args.label_smoothing,
-                          prefix_views=args.prefix_views, low_res_size=args.low_res_size,
+                          prefix_views=args.prefix_views, crop_scale=args.crop_scale, hflip=args.hflip,
+                          low_res_size=args.low_res_size,
                           low_res_epochs=args.low_res_epochs),
         operating_point=OperatingPointRule(threshold_rule=rule, threshold_target=target, calibrate=args.calibrate,
                                            ood_quantile=args.ood_quantile, cv_folds=args.cv_folds,

@@ -6,6 +6,9 @@ all go through `to_model_input`, so preprocessing cannot drift from the model.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -35,20 +38,47 @@ def normalise_pixels(pixels: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
     return (x - mean) / std
 
 
-def augment_batch(x: torch.Tensor, generator: torch.Generator, *, hflip: bool = False,
-                  max_shift: float = 0.08, max_rotate: float = 10.0, max_scale: float = 0.1) -> torch.Tensor:
-    """Light geometric augmentation on a normalised batch (B, C, H, W), one random affine per image.
+@dataclass(frozen=True)
+class Augmentation:
+    """The training augmentation a run asked for (--crop-scale, --hflip); called on a normalised batch."""
 
-    Chest X-rays are not mirror-symmetric (the heart sits left), so horizontal flips are off unless asked.
-    Done on tensors after the decode cache, so augmentation never re-decodes an image.
+    crop_scale: float = 1.0  # < 1: random zoomed crops of [crop_scale, 1] of the area, else the light affine
+    hflip: bool = False      # mirror half the images: fundus, skin, ultrasound; never chest X-rays
+
+    @property
+    def is_plain(self) -> bool:
+        """True when it is the default light affine (a plain view of an image stays meaningful)."""
+        return self.crop_scale == 1 and not self.hflip
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return augment_batch(x, generator, hflip=self.hflip, crop_scale=self.crop_scale)
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, *, hflip: bool = False,
+                  max_shift: float = 0.08, max_rotate: float = 10.0, max_scale: float = 0.1,
+                  crop_scale: float = 1.0) -> torch.Tensor:
+    """Geometric augmentation on a normalised batch (B, C, H, W), one random affine per image.
+
+    Default: a light affine (shift, rotation, scale by up to 10%). crop_scale < 1: random zoomed crops
+    instead, as torchvision's RandomResizedCrop draws them (a crop covering [crop_scale, 1] of the image's
+    area, aspect ratio 3/4 to 4/3, anywhere inside the image), plus the small rotation. Crops matter for
+    chest X-rays: how tightly an image is framed differs between classes and hospitals (Kermany's
+    pneumonia images are framed tighter than its normals), and a model learns the framing unless crops
+    hide it. Chest X-rays are not mirror-symmetric (the heart sits left), so horizontal flips are off
+    unless asked. Done on tensors after the decode cache, so augmentation never re-decodes an image.
     """
     b = x.shape[0]
     rand = lambda: torch.rand(b, generator=generator) * 2 - 1  # noqa: E731  uniform in [-1, 1]
     angle = rand() * max_rotate * torch.pi / 180
-    scale = 1 + rand() * max_scale
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, rand() * max_shift], 1),
-                         torch.stack([sin, cos, rand() * max_shift], 1)], 1)  # (B, 2, 3)
+    if crop_scale < 1:
+        half_x, half_y, shift_x, shift_y = _random_crops(b, generator, crop_scale)
+        zoom_x, zoom_y = 1 / half_x, 1 / half_y
+    else:
+        zoom_x = zoom_y = 1 + rand() * max_scale
+        shift_x, shift_y = rand() * max_shift, rand() * max_shift
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos / zoom_x, -sin / zoom_y, shift_x], 1),
+                         torch.stack([sin / zoom_x, cos / zoom_y, shift_y], 1)], 1)  # (B, 2, 3)
     if hflip:
         flip = torch.rand(b, generator=generator) < 0.5
         theta[flip, 0, 0] *= -1
@@ -56,3 +86,15 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, *, hflip: bool = 
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # Border padding keeps the image's own edge values instead of inventing black corners.
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _random_crops(b: int, generator: torch.Generator, min_area: float):
+    """Half-widths and centres, in affine_grid's [-1, 1] units, of b crops inside the image whose area
+    is uniform in [min_area, 1] of it and whose aspect ratio is log-uniform in [3/4, 4/3]."""
+    area = min_area + (1 - min_area) * torch.rand(b, generator=generator)
+    log_ratio = (torch.rand(b, generator=generator) * 2 - 1) * math.log(4 / 3)
+    half_x = torch.sqrt(area * torch.exp(log_ratio)).clamp(max=1.0)
+    half_y = torch.sqrt(area / torch.exp(log_ratio)).clamp(max=1.0)
+    shift_x = (torch.rand(b, generator=generator) * 2 - 1) * (1 - half_x)
+    shift_y = (torch.rand(b, generator=generator) * 2 - 1) * (1 - half_y)
+    return half_x, half_y, shift_x, shift_y

@@ -80,8 +80,16 @@ class OptimConfig:
     seed: int = 0
     label_smoothing: float = 0.0       # targets pulled towards uniform by this fraction
     prefix_views: int = 1              # --freeze-blocks: cached views per training image (1 plain + augmented)
+    crop_scale: float = 1.0            # < 1: augment with random crops of [crop_scale, 1] of the image's area
+    hflip: bool = False                # augment with horizontal flips (not for chest X-rays)
     low_res_size: int | None = None    # progressive resizing: train the first low_res_epochs at this size
     low_res_epochs: int = 0
+
+    @property
+    def augmentation(self):
+        from mobilemed.data.transforms import Augmentation
+
+        return Augmentation(crop_scale=self.crop_scale, hflip=self.hflip)
 
     def __post_init__(self):
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
@@ -97,6 +105,9 @@ class OptimConfig:
         if not 0 <= self.label_smoothing < 1:
             raise MobilemedError(f"--label-smoothing is a fraction in [0, 1), e.g. 0.1; got {self.label_smoothing}")
         _at_least("prefix_views", self.prefix_views, 1)
+        if not 0 < self.crop_scale <= 1:
+            raise MobilemedError(f"--crop-scale is the smallest share of the image's area a random crop keeps, in "
+                                 f"(0, 1], e.g. 0.35 (1: no crops); got {self.crop_scale}")
         _check_low_res(self)
 
 
@@ -215,6 +226,8 @@ def _check_low_res(optim: OptimConfig) -> None:
 
 def _check_speedups(model: ModelChoice, optim: OptimConfig) -> None:
     """The fine-tuning speed-ups that depend on each other (docs: training/prefix_finetune.py)."""
+    if (optim.crop_scale < 1 or optim.hflip) and optim.augment is False:
+        raise MobilemedError("--crop-scale and --hflip are augmentations: drop --no-augment")
     if optim.prefix_views > 1 and not model.freeze_blocks:
         raise MobilemedError("--prefix-views needs --freeze-blocks K (views of cached frozen blocks)")
     if optim.low_res_size is None:

@@ -283,7 +283,7 @@ def batch_rows(order, batch_size: int, shard: slice | None):
 
 
 def sharded_probe_features(here: Dist, backbone, spec, data: dict, *, precision: str, seed: int,
-                           progress: bool):
+                           progress: bool, augmentation=None):
     """probe_features (training/feature_precision.py) with each rank computing a contiguous slice of every
     split, gathered on every rank in order: the same (N, D) arrays a single process computes."""
     from types import SimpleNamespace
@@ -291,10 +291,12 @@ def sharded_probe_features(here: Dist, backbone, spec, data: dict, *, precision:
     from mobilemed.training.feature_precision import probe_features
 
     if not here.active:
-        return probe_features(backbone, spec, data, precision=precision, seed=seed, progress=progress)
+        return probe_features(backbone, spec, data, precision=precision, seed=seed, progress=progress,
+                              **({"augmentation": augmentation} if augmentation else {}))
     slices = {s: SimpleNamespace(images=d.images[here.rows(len(d.images))], labels=d.labels[here.rows(len(d.labels))])
               for s, d in data.items()}
-    arrays, record = probe_features(backbone, spec, slices, precision=precision, seed=seed, progress=progress)
+    arrays, record = probe_features(backbone, spec, slices, precision=precision, seed=seed, progress=progress,
+                                    **({"augmentation": augmentation} if augmentation else {}))  # per-rank draws
     gathered = {s: here.gather_rows(arrays.get(s)) for s in data}
     return {s: a for s, a in gathered.items() if a is not None}, {**record, "processes": here.world_size}
 

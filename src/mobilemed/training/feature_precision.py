@@ -18,11 +18,13 @@ pass over the training split, which is what int8 is there to avoid.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
 import numpy as np
 
+from mobilemed.data.transforms import Augmentation
 from mobilemed.errors import MissingExtraError
 from mobilemed.spec import ModelSpec
 from mobilemed.training.features import FeaturePass
@@ -37,17 +39,21 @@ RIDGE_ALPHA = 100.0  # on standardised features; strong, as ~500 validation imag
 
 
 def probe_features(backbone, spec: ModelSpec, data: dict, *, precision: str = "auto", seed: int = 0,
-                   progress: bool = True) -> tuple[dict, dict]:
+                   progress: bool = True, augmentation: Augmentation = Augmentation()) -> tuple[dict, dict]:
     """Features of every non-empty split for a linear probe, and the record of how the training split's were
     computed: {"requested", "chosen", "reason", "val_auroc_fp32", "val_auroc_int8", "calibration_images",
-    "seconds"}. `data` maps split names to objects with .images and .labels."""
+    "seconds"}. `data` maps split names to objects with .images and .labels. An augmentation with crops or
+    flips (--crop-scale, --hflip): the training split's features are those of one augmented copy of each
+    image, drawn from `seed`; validation and test stay whole."""
     extractor, record = FeaturePass(backbone, spec, progress=progress), {"requested": precision}
     tic = time.perf_counter()
     features = {s: extractor.features(d.images) for s, d in data.items() if s != "train" and len(d.images)}
     chosen = "fp32" if precision == "fp32" else _try_int8(extractor, data, features, spec, precision, seed, record)
     extractor.release("int8" if chosen == "fp32" else "fp32")  # one session's arena at a time: peak memory
-    features["train"] = extractor.features(data["train"].images, chosen)
-    record.update(chosen=chosen, seconds=round(time.perf_counter() - tic, 1))
+    augmented = None if augmentation.is_plain else (augmentation, seed)
+    features["train"] = extractor.features(data["train"].images, chosen, augmented=augmented)
+    record.update(chosen=chosen, seconds=round(time.perf_counter() - tic, 1),
+                  augmentation=dataclasses.asdict(augmentation))
     log.info("feature pass: training split in %s (%s)", chosen, record.get("reason", "requested"))
     return features, record
 

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mobilemed.assets import home
-from mobilemed.data.transforms import to_model_input
+from mobilemed.data.transforms import Augmentation, to_model_input
 from mobilemed.errors import MissingExtraError
 from mobilemed.export.metadata import INPUT_NAME
 from mobilemed.fsutil import atomic_write
@@ -61,15 +61,20 @@ class FeaturePass:
         for tensor in backbone.state_dict().values():
             self._digest.update(tensor.detach().cpu().numpy().tobytes())
 
-    def features(self, images: np.ndarray, precision: str = "fp32", *, use_cache: bool = True) -> np.ndarray:
-        """(N, H, W[, C]) uint8 -> (N, D) float32; cached under MOBILEMED_HOME/features/ by content."""
-        path = home() / "features" / f"{self._key(images, precision)}.npy" if use_cache else None
+    def features(self, images: np.ndarray, precision: str = "fp32", *, use_cache: bool = True,
+                 augmented: tuple[Augmentation, int] | None = None) -> np.ndarray:
+        """(N, H, W[, C]) uint8 -> (N, D) float32; cached under MOBILEMED_HOME/features/ by content.
+        augmented: (augmentation, seed): the features of one augmented copy of each image (augmented_chunks)."""
+        key = self._key(images, precision if augmented is None else f"{precision}|{augmented}")
+        path = home() / "features" / f"{key}.npy" if use_cache else None
         if path is not None and path.exists():
             log.info("%s features from cache %s", precision, path.name)
             return np.load(path)
         runner, tic = self._runner(precision), time.perf_counter()
         size = CHUNKS[precision]
-        batches = prefetched(input_chunks(images, self.spec, size), PREFETCH)
+        chunks = input_chunks(images, self.spec, size) if augmented is None else \
+            augmented_chunks(images, self.spec, augmented[1], 0, augmented[0], size)
+        batches = prefetched(chunks, PREFETCH)
         chunks = [runner(chunk) for chunk in tqdm(batches, total=-(-len(images) // size), unit="batch",
                                                   desc=f"backbone features ({precision})", disable=not self.progress)]
         features = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 0), np.float32)
@@ -145,6 +150,16 @@ def input_chunks(images: np.ndarray, spec: ModelSpec, size: int = CHUNK):
     does not export to ONNX."""
     for start in range(0, len(images), size):
         yield to_model_input(np.asarray(images[start:start + size]), spec).numpy()
+
+
+def augmented_chunks(images: np.ndarray, spec: ModelSpec, seed: int, view: int,
+                     augmentation: Augmentation = Augmentation(), size: int = CHUNK):
+    """input_chunks with `augmentation` applied (one random draw per image), reproducible from (seed, view)
+    and `size`: the cached views of a frozen prefix, a probe's augmented training features."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + 7919 * view)
+    for start in range(0, len(images), size):
+        x = to_model_input(np.asarray(images[start:start + size]), spec)
+        yield augmentation(x, generator).numpy()
 
 
 def prefetched(items, depth: int):

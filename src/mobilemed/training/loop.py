@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from mobilemed.data.transforms import augment_batch, to_model_input
+from mobilemed.data.transforms import Augmentation, to_model_input
 from mobilemed.spec import ModelSpec
 from mobilemed.training.distributed import batch_rows, rank_generator
 
@@ -78,7 +78,7 @@ def build_scheduler(optimizer, *, name: str, epochs: int, steps_per_epoch: int):
 
 def image_batches(images: np.ndarray, labels: np.ndarray, spec: ModelSpec, *, batch_size: int,
                   generator: torch.Generator, augment: bool, size: int | None = None,
-                  shard: slice | None = None):
+                  shard: slice | None = None, augmentation: Augmentation = Augmentation()):
     """Shuffled (x (B, C, S, S), y) batches from cached uint8 pixels; no image is decoded again. size: a
     smaller S for progressive resizing (the early epochs of a fine-tune), else spec.image_size.
     shard: this process's rows of each global batch (training/distributed.py), None for all of them."""
@@ -90,7 +90,7 @@ def image_batches(images: np.ndarray, labels: np.ndarray, spec: ModelSpec, *, ba
         if size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         if augment:
-            x = augment_batch(x, generator)
+            x = augmentation(x, generator)
         yield x.contiguous(memory_format=torch.channels_last), loss_targets(labels[index], spec.task)
 
 

@@ -16,6 +16,8 @@ What augmentation is possible on cached prefixes, honestly:
 - a fixed set of augmented views: `--prefix-views V` caches the plain image plus V - 1 randomly augmented
   copies (the same small affine as the network's augmentation: shift, rotation, scale; no flips, chest
   X-rays are not mirror-symmetric), drawn once from the run's seed; each epoch picks one view per image.
+  With `--crop-scale S` below 1 all V views are random zoomed crops (data/transforms.py: augment_batch):
+  the plain, fully framed image is the shortcut the crops exist to hide.
   It costs V prefix passes and V times the memory, and V views are far less variety than fresh draws.
 - flips of the feature map would only be valid where anatomy allows them (not for chest X-rays), and
   shifting a 14x14 map by one cell is a 16-px jump at 224 px: neither is offered.
@@ -33,9 +35,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mobilemed.assets import home
-from mobilemed.data.transforms import augment_batch, to_model_input
+from mobilemed.data.transforms import Augmentation
 from mobilemed.spec import ModelSpec
-from mobilemed.training.features import CHUNK, PREFETCH, FeaturePass, input_chunks, prefetched, release_freed_memory
+from mobilemed.training.features import (CHUNK, PREFETCH, FeaturePass, augmented_chunks, input_chunks, prefetched,
+                                         release_freed_memory)
 
 log = logging.getLogger(__name__)
 MEMORY_SHARE = 0.5  # a cache above this share of the available memory goes to a memory-mapped file
@@ -50,9 +53,11 @@ def count_blocks(arch: str) -> int:
 
 
 def prefix_maps(prefix: nn.Module, images: np.ndarray, spec: ModelSpec, *, views: int = 1, seed: int = 0,
-                progress: bool = True, max_memory_bytes: int | None = None) -> np.ndarray:
+                progress: bool = True, max_memory_bytes: int | None = None,
+                augmentation: Augmentation = Augmentation()) -> np.ndarray:
     """(views, N, C, h, w) float16 output of the eval-mode `prefix` on uint8 `images` (N, H, W[, C]).
     View 0 is the plain image; views 1.. are augmented copies drawn from `seed` (see the module docstring).
+    With crops or flips every view, view 0 too, is augmented (a plain view would teach the framing back).
     max_memory_bytes: above it the array is a memory map on disk (default: MEMORY_SHARE of MemAvailable)."""
     extractor = FeaturePass(prefix, spec, progress=False)  # the probe's ONNX Runtime pass (torch without it)
     runner = extractor._runner("fp32")
@@ -60,7 +65,8 @@ def prefix_maps(prefix: nn.Module, images: np.ndarray, spec: ModelSpec, *, views
     out = allocate((views, len(images), *shape), max_memory_bytes=max_memory_bytes)
     tic = time.perf_counter()
     for view in range(views):
-        chunks = input_chunks(images, spec) if view == 0 else _augmented_chunks(images, spec, seed, view)
+        plain = view == 0 and augmentation.is_plain
+        chunks = input_chunks(images, spec) if plain else augmented_chunks(images, spec, seed, view, augmentation)
         start = 0
         for x in tqdm(prefetched(chunks, PREFETCH), total=-(-len(images) // CHUNK), unit="batch",
                       desc=f"frozen prefix (view {view + 1}/{views})", disable=not progress):
@@ -70,14 +76,6 @@ def prefix_maps(prefix: nn.Module, images: np.ndarray, spec: ModelSpec, *, views
     log.info("frozen prefix: %d image(s) x %d view(s) -> %s fp16 maps in %.1f s", len(images), views, shape,
              time.perf_counter() - tic)
     return out
-
-
-def _augmented_chunks(images: np.ndarray, spec: ModelSpec, seed: int, view: int):
-    """Model input with one random affine per image, reproducible from (seed, view)."""
-    generator = torch.Generator().manual_seed(seed * 100_003 + 7919 * view)
-    for start in range(0, len(images), CHUNK):
-        x = to_model_input(np.asarray(images[start:start + CHUNK]), spec)
-        yield augment_batch(x, generator).numpy()
 
 
 def _map_shape(prefix: nn.Module, spec: ModelSpec) -> tuple[int, ...]:

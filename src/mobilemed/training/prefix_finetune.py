@@ -111,7 +111,8 @@ def train_cached_prefix(model, spec: ModelSpec, data: dict, optim: OptimConfig, 
     tail = PrefixTail(model, freeze_blocks)
     train, val = data["train"], data["val"]
     tic = time.perf_counter()
-    train_maps = prefix_maps(tail.prefix, train.images, spec, views=views, seed=optim.seed, progress=progress)
+    train_maps = prefix_maps(tail.prefix, train.images, spec, views=views, seed=optim.seed, progress=progress,
+                             augmentation=optim.augmentation)
     val_maps = prefix_maps(tail.prefix, val.images, spec, progress=progress)
     run_files.write_json(run_dir / "prefix_cache.json", {
         "freeze_blocks": freeze_blocks, "views": views, "map_shape": list(train_maps.shape[2:]),

@@ -18,6 +18,7 @@ from torch import nn
 from mobilemed import run_files
 from mobilemed.batch_predict import predict_logits
 from mobilemed.checkpoint import save_checkpoint
+from mobilemed.data.transforms import Augmentation
 from mobilemed.spec import ModelSpec
 from mobilemed.training.config import OptimConfig
 from mobilemed.training.distributed import Dist, sharded_logits, sharded_probe_features
@@ -105,11 +106,13 @@ class NetworkPlan(Plan):
     augment: bool
     low_res: tuple[int, int] | None = None  # progressive resizing: (size in px, epochs at it), then full size
     here: Dist = Dist()  # several processes: each predicts a slice of validation, gathered on all
+    augmentation: Augmentation = Augmentation()  # what `augment` applies (data/transforms.py)
 
     def batches(self, generator: torch.Generator, shard: slice | None = None):
         size = self.low_res[0] if self.low_res and self.epoch < self.low_res[1] else None
         return image_batches(self.train_images, self.train_labels, self.spec, batch_size=self.batch_size,
-                             generator=generator, augment=self.augment, size=size, shard=shard)
+                             generator=generator, augment=self.augment, size=size, shard=shard,
+                             augmentation=self.augmentation)
 
     def val_logits(self, module: nn.Module) -> np.ndarray:
         return sharded_logits(self.here, lambda images: predict_logits(module, images, self.spec, tta=self.spec.tta),
@@ -127,7 +130,7 @@ def train_linear_probe(model, spec: ModelSpec, data: dict, optim: OptimConfig, r
     resumed_choice = _recorded_precision(run_dir) if resume is not None and feature_precision == "auto" else None
     arrays, record = sharded_probe_features(here, model.backbone, spec, data,
                                             precision=resumed_choice or feature_precision, seed=optim.seed,
-                                            progress=progress)
+                                            progress=progress, augmentation=optim.augmentation)
     if resumed_choice:
         record.update(requested="auto", reason=f"resumed: {resumed_choice}, as the interrupted run chose")
     if here.is_main:
@@ -157,7 +160,7 @@ def train_network(model, spec: ModelSpec, data: dict, optim: OptimConfig, run_di
     train, val = data["train"], data["val"]
     low_res = (optim.low_res_size, optim.low_res_epochs) if optim.low_res_size else None
     plan = NetworkPlan(model, train.labels, optim.batch_size, train.images, val.images, spec, augment, low_res,
-                       here)
+                       here, optim.augmentation)
     loop = EpochLoop(model, plan, optimizer, spec, data["val"].labels, optim, run_dir, progress=progress,
                      finetune=finetune, here=here)
     best_state, history = loop.run(resume)

@@ -1,0 +1,135 @@
+"""The README's accuracy recipes over several seeds: test accuracy and AUROC per seed, their mean and range.
+
+    MOBILEMED_ASSETS=../shared python scripts/recipe_seeds.py --recipe kermany-finetune [--seeds 0 1 2]
+    python scripts/recipe_seeds.py --recipe all
+
+Offline, MOBILEMED_ASSETS names a folder holding data/medmnist/*.npz and weights/mobilenet_v2_imagenet.pth,
+added to the asset cache first (as scripts/quickstart.sh does); the Kermany recipes read
+../shared/data/kermany_cxr_224 (--kermany to point elsewhere).
+
+Each seed is one complete `mobilemed train` (a finished run in ROOT/<recipe>-seed<k> is reused; one training
+at a time, each waiting while /work/notes/QUIET or $MOBILEMED_QUIET_FILE exists). Everything a run decides
+(epochs, threshold, temperature) it decides on its own validation split or out-of-fold predictions: the test
+split is only scored. Printed per seed: the threshold, test accuracy at it and at 0.5 (MedMNIST's published
+accuracy is argmax, i.e. 0.5 for binary tasks), test AUROC with its 95% bootstrap CI, training seconds;
+then mean and range over the seeds, next to the published row the recipe is meant to beat.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mobilemed.run_files import BEST, read_split_predictions
+
+KERMANY = "../shared/data/kermany_cxr_224"
+WEIGHTS = ["--weights", "imagenet"]
+CROPS = ["--crop-scale", "0.35"]
+RECIPES = {
+    # Kermany at 224 px: LP-FT on 14 cached frozen blocks, 4 cached views per image, every view a random crop.
+    "kermany-finetune": ["{kermany}", "--mode", "finetune", "--freeze-blocks", "14", "--prefix-views", "4", *CROPS,
+                         "--head-warmup-epochs", "1", "--epochs", "6", "--backbone-lr-scale", "0.3",
+                         "--label-smoothing", "0.1", "--patience", "0"],
+    # The README linear probe on Kermany, its training features taken from one random crop per image.
+    "kermany-probe": ["{kermany}", "--mode", "linear-probe", *CROPS],
+    "pneumoniamnist": ["pneumoniamnist", "--mode", "finetune", "--image-size", "64", "--batch-size", "64",
+                       "--lr", "1e-3", "--scheduler", "onecycle", "--backbone-lr-scale", "1.0", *CROPS,
+                       "--patience", "0", "--epochs", "12"],
+    "breastmnist": ["breastmnist", "--mode", "finetune", "--image-size", "64", "--epochs", "12", "--cv", "5",
+                    "--patience", "0"],
+    "retinamnist": ["retinamnist", "--mode", "finetune", "--image-size", "64", "--epochs", "12", "--cv", "5",
+                    "--cv-ensemble", "--patience", "0"],
+}
+PUBLISHED = {  # the row each recipe is measured against: (accuracy, AUROC, source)
+    "kermany-finetune": (0.928, 0.968, "Kermany et al. 2018 (InceptionV3)"),
+    "kermany-probe": (0.928, 0.968, "Kermany et al. 2018 (InceptionV3)"),
+    "pneumoniamnist": (0.946, 0.991, "MedMNIST v2 best: Google AutoML Vision"),
+    "breastmnist": (0.863, 0.919, "MedMNIST v2 best: accuracy ResNet-18 (28), AUROC AutoML Vision"),
+    "retinamnist": (0.531, 0.750, "MedMNIST v2 best: AutoML Vision (both)"),
+}
+MEDMNIST = {"pneumoniamnist", "breastmnist", "retinamnist"}
+
+
+def wait_for_quiet() -> None:
+    flag = Path(os.environ.get("MOBILEMED_QUIET_FILE", "/work/notes/QUIET"))
+    while flag.exists():
+        time.sleep(20)
+
+
+def add_assets(recipes: list[str]) -> None:
+    assets = os.environ.get("MOBILEMED_ASSETS")
+    if not assets:
+        return
+    files = [[f"data/medmnist/{name}.npz"] for name in sorted(MEDMNIST & set(recipes))]
+    for args in files + [["weights/mobilenet_v2_imagenet.pth", "--weights-for", "mobilenet_v2"]]:
+        subprocess.run([sys.executable, "-m", "mobilemed", "assets", "add", str(Path(assets) / args[0]), *args[1:]],
+                       check=True)
+
+
+def train(run_dir: Path, seed: int, recipe: str, kermany: str) -> None:
+    if (run_dir / BEST).is_file() and (run_dir / "metrics.json").is_file():
+        return
+    wait_for_quiet()
+    options = [part.format(kermany=kermany) for part in RECIPES[recipe]]
+    command = [sys.executable, "-m", "mobilemed", "train", *options, *WEIGHTS, "--seed", str(seed),
+               "--no-gallery", "--quiet", "--out", str(run_dir), *(["--overwrite"] if run_dir.exists() else [])]
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+def score(run_dir: Path) -> dict:
+    test = json.loads((run_dir / "metrics.json").read_text())["test"]
+    pred = read_split_predictions(run_dir, "test")
+    if pred.task == "binary":
+        at_half = float(np.mean((pred.y_prob.ravel() >= 0.5) == (pred.y_true.ravel() == 1)))
+        threshold = f"{test['thresholds'][0]:.3f}"
+    else:  # multi-class: argmax, as the published rows
+        at_half, threshold = test["accuracy"]["value"], "argmax"
+    ci = test["auroc_macro"]["ci"] or [float("nan")] * 2
+    return {"threshold": threshold, "acc": test["accuracy"]["value"], "acc@0.5": at_half,
+            "auroc": test["auroc_macro"]["value"], "auroc ci": f"[{ci[0]:.3f}, {ci[1]:.3f}]",
+            "seconds": json.loads((run_dir / "metrics.json").read_text())["train_seconds"]}
+
+
+def report(recipe: str, rows: dict) -> None:
+    acc, auroc, source = PUBLISHED[recipe]
+    print(f"\n### {recipe}: mobilemed train {' '.join(RECIPES[recipe])}\n")
+    print("| seed | threshold | test acc | test acc @ 0.5 | test AUROC [95% CI] | train s |")
+    print("|---|---|---:|---:|---|---:|")
+    for seed, row in rows.items():
+        print(f"| {seed} | {row['threshold']} | {row['acc']:.3f} | {row['acc@0.5']:.3f} | {row['auroc']:.3f} "
+              f"{row['auroc ci']} | {row['seconds']:.0f} |")
+    for column in ("acc", "acc@0.5", "auroc", "seconds"):
+        values = [row[column] for row in rows.values()]
+        print(f"{column}: mean {np.mean(values):.3f}, range {min(values):.3f}-{max(values):.3f} "
+              f"(spread {max(values) - min(values):.3f})")
+    print(f"published row to beat: accuracy {acc:.3f}, AUROC {auroc:.3f} ({source})")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", choices=[*RECIPES, "all"], required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--root", default="runs/recipe-seeds")
+    parser.add_argument("--kermany", default=KERMANY)
+    args = parser.parse_args(argv)
+    recipes = list(RECIPES) if args.recipe == "all" else [args.recipe]
+    add_assets(recipes)
+    for recipe in recipes:
+        rows = {}
+        for seed in args.seeds:
+            run_dir = Path(args.root) / f"{recipe}-seed{seed}"
+            train(run_dir, seed, recipe, args.kermany)
+            rows[seed] = score(run_dir)
+        report(recipe, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Random zoomed crops (--crop-scale): where they land, how big they are, and that the default is unchanged."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mobilemed.data.transforms import Augmentation, augment_batch
+
+
+def _coordinates(n: int, size: int = 65) -> torch.Tensor:
+    """A batch whose channel 0 holds each pixel's x coordinate and channel 1 its y, in affine_grid's units."""
+    line = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
+    y, x = torch.meshgrid(line, line, indexing="ij")
+    return torch.stack([x, y]).expand(n, 2, size, size).clone()
+
+
+def test_crops_stay_inside_the_image_and_cover_the_asked_share_of_its_area():
+    n, min_area = 400, 0.35
+    out = augment_batch(_coordinates(n), torch.Generator().manual_seed(0), max_rotate=0.0, crop_scale=min_area)
+    left, right = out[:, 0, 32, 0], out[:, 0, 32, -1]
+    top, bottom = out[:, 1, 0, 32], out[:, 1, -1, 32]
+    width, height = (right - left) / 2, (bottom - top) / 2  # shares of the image's width and height
+    area = width * height
+    assert out.min() >= -1 and out.max() <= 1  # nothing sampled from outside the image
+    assert area.min() >= min_area * 0.93 and area.max() <= 1.0  # 0.93: the outermost pixel centres
+    assert area.max() - area.min() > 0.5  # areas spread over [0.35, 1], not one fixed zoom
+    ratio = width / height
+    assert ratio.min() >= 0.7 and ratio.max() <= 1.0 / 0.7
+    centre_x = (left + right) / 2
+    assert centre_x.abs().max() > 0.2  # crops move about the image, not only the centre
+
+
+def test_crops_are_reproducible_from_the_generator_and_differ_between_draws():
+    x = torch.randn(6, 1, 32, 32)
+    first = augment_batch(x, torch.Generator().manual_seed(3), crop_scale=0.5)
+    again = augment_batch(x, torch.Generator().manual_seed(3), crop_scale=0.5)
+    other = augment_batch(x, torch.Generator().manual_seed(4), crop_scale=0.5)
+    assert torch.equal(first, again) and not torch.allclose(first, other)
+
+
+def test_the_default_light_affine_zooms_by_at_most_ten_percent():
+    out = augment_batch(_coordinates(200), torch.Generator().manual_seed(1), max_rotate=0.0, max_shift=0.0)
+    width = (out[:, 0, 32, -1] - out[:, 0, 32, 0]) / 2
+    assert width.min() >= 1 / 1.1 * 0.96 and width.max() <= 1.0  # border padding clamps zoom-outs at the edge
+    assert math.isclose(float(out[:, 0, 32, 32].abs().max()), 0.0, abs_tol=0.02)  # centred: no shift asked
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.999])
+def test_a_crop_scale_of_one_is_the_light_affine(scale):
+    x = torch.randn(4, 1, 32, 32)
+    default = augment_batch(x, torch.Generator().manual_seed(0))
+    explicit = augment_batch(x, torch.Generator().manual_seed(0), crop_scale=scale)
+    assert torch.equal(default, explicit) == (scale == 1.0)
+    assert np.isfinite(explicit.numpy()).all()
+
+
+def test_hflip_mirrors_about_half_the_images_and_nothing_else_changes_their_content():
+    x = _coordinates(200)
+    out = Augmentation(hflip=True)(x, torch.Generator().manual_seed(2))
+    mirrored = out[:, 0, 32, -1] < out[:, 0, 32, 0]  # x coordinate now falls from left to right
+    assert 0.35 < mirrored.float().mean() < 0.65
+    assert Augmentation().is_plain and not Augmentation(hflip=True).is_plain
+    assert not Augmentation(crop_scale=0.5).is_plain
