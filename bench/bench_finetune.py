@@ -34,9 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-BLOCKS = 14
-RECIPE = ["--mode", "finetune", "--freeze-blocks", str(BLOCKS), "--head-warmup-epochs", "2", "--epochs", "6",
-          "--backbone-lr-scale", "0.3", "--label-smoothing", "0.1", "--lr", "1e-3", "--batch-size", "32"]
+BLOCKS = 12
+KERMANY_PATIENTS = r"^(person\d+|NORMAL2-IM-\d+|IM-\d+)"  # the patient id in Kermany's file names
+RECIPE = ["--mode", "finetune", "--freeze-blocks", str(BLOCKS), "--prefix-views", "8", "--crop-scale", "0.35",
+          "--head-warmup-epochs", "1", "--epochs", "8", "--backbone-lr-scale", "0.3", "--label-smoothing", "0.1",
+          "--ema", "0.998", "--lr", "1e-3", "--batch-size", "32"]
 PROBE = ["--mode", "linear-probe", "--epochs", "10"]
 COMMON = ["--quiet", "--no-gallery", "--patience", "0", "--overwrite"]
 
@@ -207,8 +209,9 @@ def bench_data_set(data: str, args) -> dict:
     if args.timed_only:
         return rows
     out = Path(args.run_root) / Path(data).name
+    patients = ["--group-pattern", KERMANY_PATIENTS] if "kermany" in Path(data).name.lower() else []
     with tempfile.TemporaryDirectory() as home:
-        for method, options in ((f"combined recipe @{size}", RECIPE), ("linear probe", PROBE)):
+        for method, options in ((f"combined recipe @{size}", RECIPE + patients), ("linear probe", PROBE)):
             rows[method] = {"kind": "run", **run_cli(data, args.weights, options, out / method.split()[0], home,
                                                      image_size=size)}
     return rows
@@ -243,7 +246,8 @@ def main() -> None:
         results[data] = rows
         print_table(data, rows, f"plain full fine-tune @{args.image_size} (channels_last)")
     Path(args.results).write_text(json.dumps(results, indent=2))
-    print(f"\ncombined recipe: mobilemed train DATA {' '.join(RECIPE)} --image-size {args.image_size}")
+    print(f"\ncombined recipe: mobilemed train DATA {' '.join(RECIPE)} --image-size {args.image_size} (Kermany: "
+          f"--group-pattern '{KERMANY_PATIENTS}')")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--label-columns", type=_comma_list, help="comma-separated multi-hot columns (multi-label)")
     group.add_argument("--label-sep", help="separator of a joined multi-label string, e.g. '|'")
     group.add_argument("--group-column", help="patient / group column: splits never separate a group")
+    group.add_argument("--group-pattern",
+                       help="regular expression that finds the patient id in each file name (its first group, or "
+                            r"the whole match), e.g. '^(person\d+|NORMAL2-IM-\d+|IM-\d+)' for Kermany: splits "
+                            "never separate a patient")
     group.add_argument("--split-column", help="column with train/val/test to use as given")
     group.add_argument("--medmnist-size", type=int, default=28, choices=(28, 64, 128, 224),
                        help="MedMNIST image size to load")
@@ -50,7 +54,8 @@ def data_options(args) -> DataOptions:
                              "no images for training; keep their sum below 1")
     return DataOptions(labels_csv=args.labels_csv, image_root=args.image_root, image_column=args.image_column,
                        label_column=args.label_column, label_columns=args.label_columns, label_sep=args.label_sep,
-                       group_column=args.group_column, split_column=args.split_column,
+                       group_column=args.group_column, group_pattern=args.group_pattern,
+                       split_column=args.split_column,
                        medmnist_size=args.medmnist_size, val_fraction=args.val_fraction,
                        test_fraction=args.test_fraction, seed=args.split_seed,
                        resplit=args.resplit, use_voi=args.use_voi, split_folders=args.split_folders,

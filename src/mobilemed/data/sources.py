@@ -26,6 +26,7 @@ class DataOptions:
     label_columns: list[str] | None = None
     label_sep: str | None = None
     group_column: str | None = None
+    group_pattern: str | None = None  # regex: the patient id in each file name (data/group_pattern.py)
     split_column: str | None = None
     medmnist_size: int = 28
     val_fraction: float = 0.1
@@ -45,6 +46,10 @@ def load_table(data: str, options: DataOptions | None = None) -> ImageTable:
     table = read_source(data, options)
     if len(table) == 0:
         raise MobilemedError(f"{data}: no images found")
+    if options.group_pattern:
+        from mobilemed.data.group_pattern import groups_from_names
+
+        table = groups_from_names(table, options.group_pattern)
     if options.resplit:
         table = without_splits(table)
     return complete_splits(table, options)

@@ -22,10 +22,12 @@ def check_leakage(table: ImageTable, *, strict: bool) -> None:
     if report.has_leakage:
         message = "LEAKAGE across splits: " + report.format_text().strip().replace("\n", "; ")
         if strict:
-            raise MobilemedError(message + " (--strict); re-split with --resplit (and --group-column) or fix the data")
+            raise MobilemedError(message + " (--strict); re-split with --resplit (and --group-column or "
+                                 "--group-pattern) or fix the data")
         log.warning("%s", message)
         log.warning("results may look better than they are; run `mobilemed audit` for details, or train with "
-                    "--resplit (and --group-column when the data has patients) for a patient-grouped split")
+                    "--resplit (and --group-column or --group-pattern when the data has patients) for a "
+                    "patient-grouped split")
     check_duplicates(table, strict=strict)
     warn_without_test_split(table)
 
