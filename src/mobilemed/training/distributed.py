@@ -46,6 +46,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mobilemed.data.transforms import Augmentation
 from mobilemed.errors import MobilemedError
 
 log = logging.getLogger(__name__)
@@ -283,7 +284,7 @@ def batch_rows(order, batch_size: int, shard: slice | None):
 
 
 def sharded_probe_features(here: Dist, backbone, spec, data: dict, *, precision: str, seed: int,
-                           progress: bool, augmentation=None):
+                           progress: bool, augmentation: Augmentation = Augmentation()):
     """probe_features (training/feature_precision.py) with each rank computing a contiguous slice of every
     split, gathered on every rank in order: the same (N, D) arrays a single process computes."""
     from types import SimpleNamespace
@@ -292,11 +293,12 @@ def sharded_probe_features(here: Dist, backbone, spec, data: dict, *, precision:
 
     if not here.active:
         return probe_features(backbone, spec, data, precision=precision, seed=seed, progress=progress,
-                              **({"augmentation": augmentation} if augmentation else {}))
+                              augmentation=augmentation)
     slices = {s: SimpleNamespace(images=d.images[here.rows(len(d.images))], labels=d.labels[here.rows(len(d.labels))])
               for s, d in data.items()}
+    # With crops or flips each rank draws them for its own slice: 1 and N processes differ there.
     arrays, record = probe_features(backbone, spec, slices, precision=precision, seed=seed, progress=progress,
-                                    **({"augmentation": augmentation} if augmentation else {}))  # per-rank draws
+                                    augmentation=augmentation)
     gathered = {s: here.gather_rows(arrays.get(s)) for s in data}
     return {s: a for s, a in gathered.items() if a is not None}, {**record, "processes": here.world_size}
 
