@@ -42,13 +42,16 @@ def wait_for_quiet() -> None:
         time.sleep(20)
 
 
-def add_assets() -> None:
+def add_assets(medmnist: tuple[str, ...] = ("pneumoniamnist",)) -> None:
+    """Offline: add MOBILEMED_ASSETS's MedMNIST files and ImageNet weights to the asset cache (also used by
+    scripts/recipe_seeds.py)."""
     assets = os.environ.get("MOBILEMED_ASSETS")
-    if assets:
-        for args in (["data/medmnist/pneumoniamnist.npz"], ["weights/mobilenet_v2_imagenet.pth", "--weights-for",
-                                                            "mobilenet_v2"]):
-            subprocess.run([sys.executable, "-m", "mobilemed", "assets", "add", str(Path(assets) / args[0]),
-                            *args[1:]], check=True)
+    if not assets:
+        return
+    files = [[f"data/medmnist/{name}.npz"] for name in medmnist]
+    for args in files + [["weights/mobilenet_v2_imagenet.pth", "--weights-for", "mobilenet_v2"]]:
+        subprocess.run([sys.executable, "-m", "mobilemed", "assets", "add", str(Path(assets) / args[0]), *args[1:]],
+                       check=True)
 
 
 def train(run_dir: Path, seed: int, recipe: str) -> None:

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from mobilemed.run_files import BEST, read_split_predictions
+from operating_point_seeds import add_assets, wait_for_quiet  # scripts/ is on the path when run as a script
 
 KERMANY = "../shared/data/kermany_cxr_224"
 WEIGHTS = ["--weights", "imagenet"]
@@ -61,22 +60,6 @@ PUBLISHED = {  # the row each recipe is measured against: (accuracy, AUROC, sour
     "retinamnist": (0.531, 0.750, "MedMNIST v2 best: AutoML Vision (both)"),
 }
 MEDMNIST = {"pneumoniamnist", "breastmnist", "retinamnist"}
-
-
-def wait_for_quiet() -> None:
-    flag = Path(os.environ.get("MOBILEMED_QUIET_FILE", "/work/notes/QUIET"))
-    while flag.exists():
-        time.sleep(20)
-
-
-def add_assets(recipes: list[str]) -> None:
-    assets = os.environ.get("MOBILEMED_ASSETS")
-    if not assets:
-        return
-    files = [[f"data/medmnist/{name}.npz"] for name in sorted(MEDMNIST & set(recipes))]
-    for args in files + [["weights/mobilenet_v2_imagenet.pth", "--weights-for", "mobilenet_v2"]]:
-        subprocess.run([sys.executable, "-m", "mobilemed", "assets", "add", str(Path(assets) / args[0]), *args[1:]],
-                       check=True)
 
 
 def train(run_dir: Path, seed: int, recipe: str, kermany: str) -> None:
@@ -131,7 +114,7 @@ def main(argv=None) -> int:
     parser.add_argument("--kermany", default=KERMANY)
     args = parser.parse_args(argv)
     recipes = list(RECIPES) if args.recipe == "all" else [args.recipe]
-    add_assets(recipes)
+    add_assets(tuple(sorted(MEDMNIST & set(recipes))))
     for recipe in recipes:
         rows = {}
         for seed in args.seeds:

@@ -72,7 +72,7 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, *, hflip: bool = 
     angle = rand() * max_rotate * torch.pi / 180
     if crop_scale < 1:
         half_x, half_y, shift_x, shift_y = _random_crops(b, generator, crop_scale)
-        zoom_x, zoom_y = 1 / half_x, 1 / half_y
+        zoom_x, zoom_y = 1 / half_x, 1 / half_y  # as zooms, so the default path below divides exactly as before
     else:
         zoom_x = zoom_y = 1 + rand() * max_scale
         shift_x, shift_y = rand() * max_shift, rand() * max_shift

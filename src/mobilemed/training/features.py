@@ -72,9 +72,9 @@ class FeaturePass:
             return np.load(path)
         runner, tic = self._runner(precision), time.perf_counter()
         size = CHUNKS[precision]
-        chunks = input_chunks(images, self.spec, size) if augmented is None else \
+        inputs = input_chunks(images, self.spec, size) if augmented is None else \
             augmented_chunks(images, self.spec, augmented[1], 0, augmented[0], size)
-        batches = prefetched(chunks, PREFETCH)
+        batches = prefetched(inputs, PREFETCH)
         chunks = [runner(chunk) for chunk in tqdm(batches, total=-(-len(images) // size), unit="batch",
                                                   desc=f"backbone features ({precision})", disable=not self.progress)]
         features = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 0), np.float32)
