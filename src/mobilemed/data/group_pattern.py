@@ -26,7 +26,7 @@ def groups_from_names(table: ImageTable, pattern: str) -> ImageTable:
     try:
         regex = re.compile(pattern)
     except re.error as error:
-        raise MobilemedError(f"--group-pattern {pattern!r} is not a regular expression ({error}); e.g. "
+        raise MobilemedError(f"--group-pattern '{pattern}' is not a regular expression ({error}); e.g. "
                              r"'^(person\d+|IM-\d+)'") from None
     if table.groups is not None:
         raise MobilemedError("--group-pattern and --group-column (or the NIH table's Patient ID) both name the "
@@ -34,11 +34,11 @@ def groups_from_names(table: ImageTable, pattern: str) -> ImageTable:
     matches = [regex.search(Path(str(path)).name) for path in table.paths]
     missed = [path for path, match in zip(table.paths, matches) if match is None]
     if missed:
-        raise MobilemedError(f"--group-pattern {pattern!r} finds no patient in {len(missed)} of {len(table)} file "
+        raise MobilemedError(f"--group-pattern '{pattern}' finds no patient in {len(missed)} of {len(table)} file "
                              f"names, e.g. {missed[0]}; widen the pattern so that every file name matches")
     groups = np.array([match.group(1) if regex.groups else match.group(0) for match in matches], dtype=object)
     if any(group == "" for group in groups):
-        raise MobilemedError(f"--group-pattern {pattern!r} matches an empty patient id in some file names, e.g. "
+        raise MobilemedError(f"--group-pattern '{pattern}' matches an empty patient id in some file names, e.g. "
                              f"{table.paths[list(groups).index('')]}; make the pattern match at least one character")
     log.info("--group-pattern: %d images of %d patients", len(groups), len(set(groups)))
     return replace(table, groups=groups)
