@@ -30,13 +30,14 @@ from operating_point_seeds import add_assets, wait_for_quiet  # scripts/ is on t
 KERMANY = "../shared/data/kermany_cxr_224"
 WEIGHTS = ["--weights", "imagenet"]
 CROPS = ["--crop-scale", "0.35"]
+EXPOSURE = ["--intensity", "0.3"]
 KERMANY_PATIENTS = r"^(person\d+|NORMAL2-IM-\d+|IM-\d+)"  # the patient id in Kermany's file names
 ONECYCLE = ["--lr", "1e-3", "--scheduler", "onecycle", "--backbone-lr-scale", "1.0"]
 RECIPES = {
     # Kermany at 224 px, patient-grouped validation: LP-FT on 12 cached frozen blocks, 8 cached views per
-    # image, every view a random crop, EMA of the weights.
+    # image, every view a random crop with its own exposure, EMA of the weights.
     "kermany-finetune": ["{kermany}", "--group-pattern", KERMANY_PATIENTS, "--mode", "finetune", "--freeze-blocks",
-                         "12", "--prefix-views", "8", *CROPS, "--head-warmup-epochs", "1", "--epochs", "8",
+                         "12", "--prefix-views", "8", *CROPS, *EXPOSURE, "--head-warmup-epochs", "1", "--epochs", "8",
                          "--backbone-lr-scale", "0.3", "--label-smoothing", "0.1", "--ema", "0.998",
                          "--patience", "0"],
     # The README linear probe on Kermany, its training features taken from one random crop per image.

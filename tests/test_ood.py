@@ -75,3 +75,13 @@ def test_normalized_detector_is_the_plain_one_on_unit_vectors(two_classes):
     normalized = MahalanobisDetector().fit(x, y)
     plain = MahalanobisDetector(normalize=False).fit(unit, y)
     np.testing.assert_allclose(normalized.score(3.0 * x[:10]), plain.score(unit[:10]), rtol=1e-10)
+
+
+def test_features_on_one_direction_still_fit_and_flag_anything_off_it(caplog):
+    direction = np.random.default_rng(0).normal(size=64)
+    collapsed = np.outer(2.0 ** np.arange(-15, 15), direction)  # one direction, only the norm moves (exactly)
+    detector = MahalanobisDetector().fit(collapsed, np.arange(30) % 2)
+    assert "degenerate" in caplog.text
+    on_it = detector.score(collapsed[:3] * 8)
+    off_it = detector.score(np.random.default_rng(1).normal(size=(3, 64)))
+    assert np.isfinite(on_it).all() and on_it.max() < 1e-3 * off_it.min()

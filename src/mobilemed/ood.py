@@ -28,8 +28,11 @@ are flagged by construction); an image is out of distribution when its score is 
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
+log = logging.getLogger(__name__)
 METHODS = {True: "mahalanobis_l2", False: "mahalanobis"}  # normalize -> method name
 DEFAULT_QUANTILE = 0.99
 
@@ -59,7 +62,7 @@ class MahalanobisDetector:
         self.means_ = np.stack([x[groups == k].mean(axis=0) for k in classes])  # (K, D)
         centred = x - self.means_[np.searchsorted(classes, groups)]
         covariance, self.shrinkage_ = ledoit_wolf(centred)
-        self.precision_ = np.linalg.inv(covariance)
+        self.precision_ = _inverse(covariance)
         return self
 
     def score(self, features) -> np.ndarray:
@@ -121,3 +124,19 @@ def ledoit_wolf(centred: np.ndarray) -> tuple[np.ndarray, float]:
     beta = (np.sum(squares.T @ squares) / n - np.sum(sample ** 2)) / (n * d)  # variance of S's entries
     shrinkage = 0.0 if delta == 0 else float(min(beta, delta) / delta)
     return (1 - shrinkage) * sample + shrinkage * mu * np.eye(d), shrinkage
+
+
+def _inverse(covariance: np.ndarray) -> np.ndarray:
+    """The precision matrix. A model that maps every training image onto one direction (seen after a short
+    fine-tune on a few dozen images) leaves a singular covariance that Ledoit-Wolf cannot shrink (its mean
+    variance is 0): a tiny ridge keeps it invertible, so the run finishes and anything off that direction
+    scores as unusual, and the log says the features were degenerate."""
+    try:
+        return np.linalg.inv(covariance)
+    except np.linalg.LinAlgError:
+        ridge = max(1e-6 * float(np.trace(covariance)) / len(covariance), 1e-12)
+        log.warning(
+            "OOD detector: the training images' features are degenerate (singular covariance, e.g. every image "
+            "mapped to one direction); a ridge of %.1e keeps the detector usable, but the model itself may have "
+            "collapsed: check its validation metrics", ridge)
+        return np.linalg.inv(covariance + ridge * np.eye(len(covariance)))

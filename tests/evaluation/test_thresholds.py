@@ -147,3 +147,37 @@ def test_threshold_never_depends_on_test_labels(rule, target):
         # the predictions at the operating point are the same whatever the labels say
         matrix = np.array(report.confusion_matrix)
         assert matrix[:, 1].sum() == int(np.sum(p_test >= spec_thresholds[0]))
+
+
+def _lopsided_plateau():
+    """Negatives 0-0.05 and one at 0.3, positives 0.6-1 and two at 0.07 and 0.08: thresholds from about 0.05
+    to 0.6 are within two standard errors of the best J, so the plateau's middle sits near 0.33, below the
+    balanced loss's 0.5, which lies on the plateau too."""
+    y = np.r_[np.zeros(101, int), np.ones(102, int)]
+    p = np.r_[np.linspace(0.0, 0.05, 100), 0.3, np.linspace(0.6, 1.0, 100), 0.07, 0.08]
+    return y, p
+
+
+def test_youden_takes_the_losss_neutral_point_when_validation_cannot_tell_it_from_the_best():
+    y, p = _lopsided_plateau()
+    (middle,) = choose_thresholds(y, p, task="binary", rule="youden")
+    (neutral,) = choose_thresholds(y, p, task="binary", rule="youden", neutral=[0.5])
+    assert 0.3 < middle < 0.35 and neutral == 0.5
+    assert sum(sens_spec(y, p, 0.5)) - 1 > sum(sens_spec(y, p, middle)) - 1 - 0.02  # on the plateau
+
+
+def test_youden_keeps_the_middle_when_validation_shows_the_neutral_point_is_worse():
+    y, p = _lopsided_plateau()
+    (middle,) = choose_thresholds(y, p, task="binary", rule="youden")
+    (chosen,) = choose_thresholds(y, p, task="binary", rule="youden", neutral=[0.8])  # among the positives
+    assert chosen == middle
+    (strict,) = choose_thresholds(y, p, task="binary", rule="youden_max", neutral=[0.5])
+    assert strict == choose_thresholds(y, p, task="binary", rule="youden_max")[0]  # only youden uses it
+
+
+def test_neutral_points_are_per_finding_and_must_match_the_outputs():
+    y, p = _lopsided_plateau()
+    both = choose_thresholds(np.c_[y, y], np.c_[p, p], task="multilabel", rule="youden", neutral=[0.5, None])
+    assert both[0] == 0.5 and both[1] == choose_thresholds(y, p, task="binary")[0]
+    with pytest.raises(ValueError, match="2 outputs"):
+        choose_thresholds(np.c_[y, y], np.c_[p, p], task="multilabel", neutral=[0.5])

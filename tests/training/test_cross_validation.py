@@ -12,7 +12,7 @@ from mobilemed.cli.main import main
 from mobilemed.data.table import ImageTable
 from mobilemed.decision import probabilities
 from mobilemed.errors import MobilemedError
-from mobilemed.evaluation.thresholds import choose_thresholds
+from mobilemed.evaluation.thresholds import choose_thresholds, neutral_probabilities
 from mobilemed.inference import Predictor
 from mobilemed.models.ensemble import EnsembleClassifier
 from mobilemed.run_files import read_split_predictions
@@ -95,7 +95,10 @@ def test_operating_point_is_chosen_on_the_pooled_out_of_fold_predictions(cv_run,
     folds = [read_split_predictions(cv_run / "folds" / f"fold{k}", "oof") for k in range(2)]
     assert sorted(np.concatenate([f.files for f in folds])) == pooled
     assert not set(folds[0].files) & set(folds[1].files)
-    expected = choose_thresholds(oof.y_true, probabilities(oof.logits, "binary", spec.temperature), task="binary")
+    neutral = spec.provenance["thresholds"]["neutral_logits"]  # the loss's own point, from the pooled labels
+    assert neutral == pytest.approx([0.0], abs=1e-9)  # class-balanced, no smoothing: p = 0.5
+    expected = choose_thresholds(oof.y_true, probabilities(oof.logits, "binary", spec.temperature), task="binary",
+                                 neutral=neutral_probabilities(neutral, spec.temperature))
     assert spec.thresholds == expected
     assert spec.provenance["thresholds"]["split"].startswith("out-of-fold predictions of 2 folds")
     assert spec.ensemble_size == 1

@@ -29,7 +29,8 @@ def test_checkpoint_carries_the_detector_and_its_threshold(tiny_run):
     assert spec.ood_method == "mahalanobis_l2" and spec.ood_threshold == pytest.approx(detector.threshold_)
     assert spec.source_formats == ["png"] and spec.modalities == []
     assert spec.provenance["thresholds"] == {"data": str(checkpoint.parent.parent / "data"), "split": "val", "n": 16,
-                                             "rule": "youden", "target": None}
+                                             "rule": "youden", "target": None,
+                                             "neutral_logits": [0.0]}  # class-balanced loss: p = 0.5
     assert spec.provenance["ood_threshold"]["quantile"] == 0.99
     assert detector.means_.shape[0] == 2  # one Gaussian per class of the binary task
     test = json.loads((checkpoint.parent / "metrics.json").read_text())["test"]["ood"]

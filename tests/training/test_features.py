@@ -149,7 +149,7 @@ def test_a_probe_with_crops_learns_on_crops_of_the_training_images_and_scores_wh
     cropped, record = probe_features(backbone, spec, data, precision="fp32", progress=False, augmentation=Augmentation(crop_scale=0.35))
     again, _ = probe_features(backbone, spec, data, precision="fp32", progress=False, augmentation=Augmentation(crop_scale=0.35))
     other_seed, _ = probe_features(backbone, spec, data, precision="fp32", progress=False, augmentation=Augmentation(crop_scale=0.35), seed=1)
-    assert record["augmentation"] == {"crop_scale": 0.35, "hflip": False}
+    assert record["augmentation"] == {"crop_scale": 0.35, "hflip": False, "intensity": 0.0}
     np.testing.assert_array_equal(cropped["val"], plain["val"])  # validation (and test) images stay whole
     np.testing.assert_array_equal(cropped["train"], again["train"])  # reproducible from the seed
     change = np.abs(cropped["train"] - plain["train"]).mean() / np.abs(plain["train"]).mean()

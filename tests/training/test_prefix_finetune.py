@@ -134,7 +134,10 @@ def test_bad_numbers_are_refused_at_parse_time(capsys, tmp_path, option, value, 
       "--low-res-epochs", "1", "--epochs", "3"], "cached frozen blocks are computed at one resolution"),
     (["--mode", "finetune", "--crop-scale", "0"], "--crop-scale is the smallest share of the image's area"),
     (["--mode", "finetune", "--crop-scale", "1.5"], "in (0, 1], e.g. 0.35"),
-    (["--mode", "finetune", "--crop-scale", "0.5", "--no-augment"], "--crop-scale and --hflip are augmentations"),
+    (["--mode", "finetune", "--crop-scale", "0.5", "--no-augment"], "--crop-scale, --hflip and --intensity are"),
+    (["--mode", "finetune", "--intensity", "0.3", "--no-augment"], "drop --no-augment"),
+    (["--mode", "finetune", "--intensity", "1"], "--intensity is the strength of the random gamma"),
+    (["--mode", "finetune", "--intensity", "-0.1"], "in [0, 1), e.g. 0.3"),
     (["--mode", "finetune", "--hflip", "--no-augment"], "drop --no-augment")])
 def test_options_that_do_not_fit_are_refused_before_any_file(capsys, tmp_path, extra, message):
     data = make_blob_folder(tmp_path / "data", per_class=2, size=32)
@@ -173,3 +176,72 @@ def test_with_crops_every_cached_view_is_a_crop_drawn_from_the_seed(mobilemed_ho
     again = prefix_maps(tail.prefix, images, _spec(), views=2, seed=5, progress=False, augmentation=Augmentation(crop_scale=0.35))
     assert not np.array_equal(crops[0], plain[0]) and not np.array_equal(crops[0], crops[1])
     np.testing.assert_array_equal(crops, again)
+
+
+def test_shared_prefix_maps_give_each_fold_rows_of_one_pooled_pass(monkeypatch):
+    import copy
+
+    from mobilemed.training import prefix_finetune
+
+    spec, images = _spec(32), _images(10, 32)
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    optim = OptimConfig(crop_scale=0.5, prefix_views=2, seed=4)
+    passes = []
+    monkeypatch.setattr(prefix_finetune, "prefix_maps", lambda *a, **k: passes.append(k) or prefix_maps(*a, **k))
+    shared = prefix_finetune.SharedPrefixMaps(images, spec, optim, freeze_blocks=4, views=2, progress=False)
+    train_rows, val_rows = np.array([0, 2, 3, 7, 9]), np.array([1, 4])
+    train, val = shared.rows(model, train_rows, val_rows)
+    pooled = prefix_maps(model.backbone.features[:4], images, spec, views=2, seed=4, progress=False,
+                         augmentation=optim.augmentation)
+    plain = prefix_maps(model.backbone.features[:4], images, spec, progress=False)
+    np.testing.assert_array_equal(train, pooled[:, train_rows])
+    np.testing.assert_array_equal(val, plain[:, val_rows])
+    assert len(passes) == 2  # the views and the plain pass, once
+    again, _ = shared.rows(copy.deepcopy(model), val_rows, train_rows)  # the next fold: same frozen blocks
+    np.testing.assert_array_equal(again, pooled[:, val_rows])
+    assert len(passes) == 2  # no new prefix pass
+    torch.manual_seed(1)
+    assert shared.rows(build_model(spec), train_rows, val_rows) == (None, None)  # other frozen blocks: its own maps
+
+
+def test_cross_validation_on_cached_frozen_blocks_runs_the_prefix_once(shared, tmp_path, monkeypatch):
+    from mobilemed.training import prefix_finetune
+
+    passes = []
+    original = prefix_finetune.prefix_maps
+    monkeypatch.setattr(prefix_finetune, "prefix_maps", lambda *a, **k: passes.append(1) or original(*a, **k))
+    data = make_blob_folder(tmp_path / "data", per_class=8, size=36)
+    out = tmp_path / "run"
+    assert main(["--quiet", "train", str(data), "--out", str(out), "--mode", "finetune", "--weights",
+                 str(shared / "weights/mobilenet_v2_imagenet.pth"), "--image-size", "32", "--freeze-blocks", "14",
+                 "--prefix-views", "2", "--crop-scale", "0.5", "--epochs", "1", "--batch-size", "8", "--cv", "3",
+                 "--no-gallery", "--n-bootstrap", "20"]) == 0
+    assert len(passes) == 2  # 3 folds and the refit share one pass of views and one plain pass (not 8 passes)
+    oof = np.load(out / "predictions_val.npz", allow_pickle=False)
+    assert len(oof["files"]) == 32 and np.isfinite(oof["logits"]).all()  # every train+val image held out once
+
+
+@pytest.mark.parametrize("weighting, smoothing", [("balanced", 0.0), ("balanced", 0.1), ("none", 0.0), ("none", 0.2)])
+def test_neutral_logit_minimises_the_training_loss_where_an_image_looks_like_both_classes(weighting, smoothing):
+    from mobilemed.training.loop import neutral_logits
+
+    labels = np.r_[np.ones(74), np.zeros(26)].astype(int)  # Kermany's 74% pneumonia
+    (expected,) = neutral_logits("binary", labels, weighting, smoothing=smoothing)
+    # an image with likelihood ratio 1 is positive with the training prevalence: minimise its expected loss
+    loss = make_loss("binary", labels, weighting, smoothing=smoothing)
+    z = torch.zeros(1, 1, requires_grad=True)
+    optimiser = torch.optim.LBFGS([z], lr=0.5, max_iter=200)
+
+    def expected_loss():
+        optimiser.zero_grad()
+        value = 0.74 * loss(z, torch.ones(1, 1)) + 0.26 * loss(z, torch.zeros(1, 1))
+        value.backward()
+        return value
+
+    optimiser.step(expected_loss)
+    assert float(z) == pytest.approx(expected, abs=1e-3)
+    if weighting == "balanced" and smoothing == 0:
+        assert expected == pytest.approx(0.0, abs=1e-9)  # p = 0.5
+    if weighting == "none" and smoothing == 0:
+        assert expected == pytest.approx(np.log(0.74 / 0.26))  # p = the prevalence

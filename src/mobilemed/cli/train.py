@@ -66,6 +66,10 @@ def add_arguments(parser) -> None:
     opt.add_argument("--hflip", action="store_true",
                      help="augment with horizontal flips: fundus, skin, ultrasound; not chest X-rays, whose heart "
                           "sits on the left")
+    opt.add_argument("--intensity", type=float, default=0.0,
+                     help="augment exposure: random gamma, contrast and brightness of up to +-S per image, e.g. "
+                          "0.3, for images from other machines or hospitals (0: off); cached views and probe "
+                          "features get it as they get crops")
     opt.add_argument("--low-res-size", type=POSITIVE_INT,
                      help="progressive resizing (not with --freeze-blocks): train the first --low-res-epochs "
                           "at this size in px, the rest at --image-size")
@@ -123,7 +127,7 @@ def config_from_args(args) -> TrainConfig:
                           class_weighting=args.class_weighting, augment=args.augment, ema_decay=args.ema_decay,
                           patience=args.patience, seed=args.seed, label_smoothing=args.label_smoothing,
                           prefix_views=args.prefix_views, crop_scale=args.crop_scale, hflip=args.hflip,
-                          low_res_size=args.low_res_size,
+                          intensity=args.intensity, low_res_size=args.low_res_size,
                           low_res_epochs=args.low_res_epochs),
         operating_point=OperatingPointRule(threshold_rule=rule, threshold_target=target, calibrate=args.calibrate,
                                            ood_quantile=args.ood_quantile, cv_folds=args.cv_folds,

@@ -44,14 +44,16 @@ class Augmentation:
 
     crop_scale: float = 1.0  # < 1: random zoomed crops of [crop_scale, 1] of the area, else the light affine
     hflip: bool = False      # mirror half the images: fundus, skin, ultrasound; never chest X-rays
+    intensity: float = 0.0   # > 0: random gamma, contrast and brightness of up to this much per image
 
     @property
     def is_plain(self) -> bool:
         """True when it is the default light affine (a plain view of an image stays meaningful)."""
-        return self.crop_scale == 1 and not self.hflip
+        return self.crop_scale == 1 and not self.hflip and self.intensity == 0
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return augment_batch(x, generator, hflip=self.hflip, crop_scale=self.crop_scale)
+        x = augment_batch(x, generator, hflip=self.hflip, crop_scale=self.crop_scale)
+        return jitter_intensity(x, generator, self.intensity) if self.intensity > 0 else x
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, *, hflip: bool = False,
@@ -98,3 +100,22 @@ def _random_crops(b: int, generator: torch.Generator, min_area: float):
     shift_x = (torch.rand(b, generator=generator) * 2 - 1) * (1 - half_x)
     shift_y = (torch.rand(b, generator=generator) * 2 - 1) * (1 - half_y)
     return half_x, half_y, shift_x, shift_y
+
+
+def jitter_intensity(x: torch.Tensor, generator: torch.Generator, strength: float) -> torch.Tensor:
+    """Random exposure per image of a normalised batch (B, C, H, W): gamma exp(U(-s, s)), contrast 1 + U(-s, s)
+    about mid-grey, brightness U(-s/2, s/2) of the range, s = strength, saturating at the image's own range.
+
+    Why: X-rays from another machine, hospital or protocol differ in exposure and post-processing (the
+    intensity curve), and a model should not read disease from the film's grey levels. Each image and channel
+    is mapped to [0, 1] by its own minimum and maximum first: the curve then acts on the image's grey levels
+    whatever the normalisation's mean and std (per channel, so three copies of a grey image stay equal), and
+    the result goes back to the same range."""
+    b = x.shape[0]
+    rand = lambda: (torch.rand(b, 1, 1, 1, generator=generator) * 2 - 1) * strength  # noqa: E731  U(-s, s)
+    gamma, contrast, brightness = torch.exp(rand()), 1 + rand(), rand() / 2
+    low = x.amin(dim=(2, 3), keepdim=True)
+    span = (x.amax(dim=(2, 3), keepdim=True) - low).clamp(min=1e-6)
+    unit = ((x - low) / span).clamp(0, 1)
+    unit = ((unit ** gamma - 0.5) * contrast + 0.5 + brightness).clamp(0, 1)
+    return low + unit * span

@@ -136,7 +136,7 @@ def int8_operating_point(spec, detector, int8_out: dict, labels: np.ndarray):
     images, by the rules the checkpoint's provenance records."""
     from mobilemed.decision import probabilities
     from mobilemed.evaluation.calibration import fit_temperature
-    from mobilemed.evaluation.thresholds import choose_thresholds
+    from mobilemed.evaluation.thresholds import choose_thresholds, neutral_probabilities
 
     record = dict(spec.provenance or {})
     rule = (record.get("thresholds") or {}).get("rule", spec.threshold_rule)
@@ -145,8 +145,9 @@ def int8_operating_point(spec, detector, int8_out: dict, labels: np.ndarray):
     calibrated = isinstance(record.get("temperature"), dict)  # training fitted one: refit it for int8
     temperature = float(fit_temperature(logits, labels, task=spec.task)) if calibrated else spec.temperature
     probs = probabilities(logits, spec, temperature)
-    thresholds = [float(t) for t in choose_thresholds(labels, probs, task=spec.task, rule=rule, target=target)] \
-        or spec.thresholds
+    neutral = neutral_probabilities((record.get("thresholds") or {}).get("neutral_logits"), temperature)
+    thresholds = [float(t) for t in choose_thresholds(labels, probs, task=spec.task, rule=rule, target=target,
+                                                      neutral=neutral)] or spec.thresholds
     ood_threshold = spec.ood_threshold
     if detector is not None and "ood_score" in int8_out:
         ood_threshold = float(np.quantile(int8_out["ood_score"], detector.quantile_))

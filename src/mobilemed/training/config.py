@@ -82,6 +82,7 @@ class OptimConfig:
     prefix_views: int = 1              # --freeze-blocks: cached views per training image (1 plain + augmented)
     crop_scale: float = 1.0            # < 1: augment with random crops of [crop_scale, 1] of the image's area
     hflip: bool = False                # augment with horizontal flips (not for chest X-rays)
+    intensity: float = 0.0             # > 0: augment with random gamma, contrast and brightness of up to this
     low_res_size: int | None = None    # progressive resizing: train the first low_res_epochs at this size
     low_res_epochs: int = 0
 
@@ -89,7 +90,7 @@ class OptimConfig:
     def augmentation(self):
         from mobilemed.data.transforms import Augmentation
 
-        return Augmentation(crop_scale=self.crop_scale, hflip=self.hflip)
+        return Augmentation(crop_scale=self.crop_scale, hflip=self.hflip, intensity=self.intensity)
 
     def __post_init__(self):
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
@@ -108,6 +109,9 @@ class OptimConfig:
         if not 0 < self.crop_scale <= 1:
             raise MobilemedError(f"--crop-scale is the smallest share of the image's area a random crop keeps, in "
                                  f"(0, 1], e.g. 0.35 (1: no crops); got {self.crop_scale}")
+        if not 0 <= self.intensity < 1:
+            raise MobilemedError(f"--intensity is the strength of the random gamma, contrast and brightness, in "
+                                 f"[0, 1), e.g. 0.3 (0: off); got {self.intensity}")
         _check_low_res(self)
 
 
@@ -226,8 +230,8 @@ def _check_low_res(optim: OptimConfig) -> None:
 
 def _check_speedups(model: ModelChoice, optim: OptimConfig) -> None:
     """The fine-tuning speed-ups that depend on each other (docs: training/prefix_finetune.py)."""
-    if (optim.crop_scale < 1 or optim.hflip) and optim.augment is False:
-        raise MobilemedError("--crop-scale and --hflip are augmentations: drop --no-augment")
+    if (optim.crop_scale < 1 or optim.hflip or optim.intensity > 0) and optim.augment is False:
+        raise MobilemedError("--crop-scale, --hflip and --intensity are augmentations: drop --no-augment")
     if optim.prefix_views > 1 and not model.freeze_blocks:
         raise MobilemedError("--prefix-views needs --freeze-blocks K (views of cached frozen blocks)")
     if optim.low_res_size is None:

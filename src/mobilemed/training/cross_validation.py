@@ -104,9 +104,10 @@ def cross_validate(run_dir: Path, model, spec: ModelSpec, data: dict, table: Ima
                      np.concatenate([data["train"].labels, data["val"].labels]),
                      np.concatenate([data["train"].files, data["val"].files]))
     folds = int(fold.max()) + 1
+    shared = _shared_prefix(pool, spec, config)
     oof_logits, best_epochs, per_fold = None, [], []
     for k in range(folds):
-        logits, best_epoch = _run_fold(run_dir, k, spec, pool, pooled, fold, config, weights, train_fn)
+        logits, best_epoch = _run_fold(run_dir, k, spec, pool, pooled, fold, config, weights, train_fn, shared)
         oof_logits = np.zeros((len(pool.labels), *logits.shape[1:]), logits.dtype) if oof_logits is None else oof_logits
         oof_logits[fold == k] = logits
         best_epochs.append(best_epoch)
@@ -120,7 +121,12 @@ def cross_validate(run_dir: Path, model, spec: ModelSpec, data: dict, table: Ima
         refit = dataclasses.replace(config, optim=dataclasses.replace(config.optim, epochs=epochs, patience=0))
         # no image is held out of a refit: the loop's "validation" is fold 0, which it trains on (history only)
         monitor = SplitData(pool.images[fold == 0], pool.labels[fold == 0], pool.files[fold == 0])
-        history = train_fn(model, spec, {"train": pool, "val": monitor}, refit, run_dir, resume).history
+        refit_data = {"train": pool, "val": monitor}
+        if shared is not None:
+            train_maps, monitor_maps = shared.rows(model, np.arange(len(pool.labels)), np.flatnonzero(fold == 0))
+            refit_data = {"train": dataclasses.replace(pool, prefix_maps=train_maps),
+                          "val": dataclasses.replace(monitor, prefix_maps=monitor_maps)}
+        history = train_fn(model, spec, refit_data, refit, run_dir, resume).history
         deployed = f"refit on all of train+val for {epochs} epochs (the folds' median best epoch)"
     logits = {"val": oof_logits}
     if len(data["test"].images):
@@ -143,8 +149,19 @@ def _fold_ensemble(run_dir: Path, spec: ModelSpec, folds: int):
     return model.eval(), spec
 
 
+def _shared_prefix(pool, spec: ModelSpec, config):
+    """The folds' shared frozen-prefix maps (training/prefix_finetune.py: SharedPrefixMaps), or None when the
+    run does not fine-tune on cached frozen blocks."""
+    if config.model.mode != "finetune" or not config.model.freeze_blocks:
+        return None
+    from mobilemed.training.prefix_finetune import SharedPrefixMaps
+
+    return SharedPrefixMaps(pool.images, spec, config.optim, freeze_blocks=config.model.freeze_blocks,
+                            views=config.optim.prefix_views, progress=config.run.progress)
+
+
 def _run_fold(run_dir: Path, k: int, spec: ModelSpec, pool, pooled: ImageTable, fold: np.ndarray, config, weights,
-              train_fn) -> tuple[np.ndarray, int]:
+              train_fn, shared=None) -> tuple[np.ndarray, int]:
     """(the held-out fold's logits, the fold's best epoch): read back when the fold finished before."""
     from mobilemed.models import build_model
     from mobilemed.training.fit import SplitData, seed_everything
@@ -164,8 +181,11 @@ def _run_fold(run_dir: Path, k: int, spec: ModelSpec, pool, pooled: ImageTable, 
     seed_everything(config.optim.seed * 1_009 + k)  # the fold's initial head depends on (seed, fold) alone
     model = build_model(spec, weights)
     held_out = fold == k
-    part = {"train": SplitData(pool.images[~held_out], pool.labels[~held_out], pool.files[~held_out]),
-            "val": SplitData(pool.images[held_out], pool.labels[held_out], pool.files[held_out])}
+    train_maps, val_maps = (shared.rows(model, np.flatnonzero(~held_out), np.flatnonzero(held_out))
+                            if shared is not None else (None, None))
+    part = {"train": SplitData(pool.images[~held_out], pool.labels[~held_out], pool.files[~held_out],
+                               prefix_maps=train_maps),
+            "val": SplitData(pool.images[held_out], pool.labels[held_out], pool.files[held_out], prefix_maps=val_maps)}
     log.info("fold %d of %d: training on %d images, holding out %d", k + 1, int(fold.max()) + 1,
              int((~held_out).sum()), int(held_out.sum()))
     trained = train_fn(model, spec, part, config, fold_dir, payload)

@@ -42,9 +42,9 @@ def probe_features(backbone, spec: ModelSpec, data: dict, *, precision: str = "a
                    progress: bool = True, augmentation: Augmentation = Augmentation()) -> tuple[dict, dict]:
     """Features of every non-empty split for a linear probe, and the record of how the training split's were
     computed: {"requested", "chosen", "reason", "val_auroc_fp32", "val_auroc_int8", "calibration_images",
-    "seconds"}. `data` maps split names to objects with .images and .labels. An augmentation with crops or
-    flips (--crop-scale, --hflip): the training split's features are those of one augmented copy of each
-    image, drawn from `seed`; validation and test stay whole."""
+    "seconds"}. `data` maps split names to objects with .images and .labels. An augmentation with crops,
+    flips or exposure changes (--crop-scale, --hflip, --intensity): the training split's features are those
+    of one augmented copy of each image, drawn from `seed`; validation and test stay whole."""
     extractor, record = FeaturePass(backbone, spec, progress=progress), {"requested": precision}
     tic = time.perf_counter()
     features = {s: extractor.features(d.images) for s, d in data.items() if s != "train" and len(d.images)}

@@ -14,6 +14,7 @@ from mobilemed.checkpoint import ood_payload, save_checkpoint
 from mobilemed.run_files import SplitPredictions, write_split_predictions
 from mobilemed.spec import ModelSpec
 from mobilemed.training.detector import fit_detector, record_provenance, record_sources
+from mobilemed.training.loop import neutral_logits
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,13 @@ def finish_run(run_dir: Path, model, spec: ModelSpec, data: dict, config, histor
     temperature = float(fit_temperature(logits["val"], val.labels, task=spec.task)) if rule.calibrate \
         else spec.temperature
     spec = dataclasses.replace(spec, temperature=temperature)
-    spec = dataclasses.replace(spec, threshold_rule=rule.threshold_rule,
-                               thresholds=_thresholds(spec, val.labels, logits["val"], rule) or spec.thresholds)
+    neutral = neutral_logits(spec.task, data["train"].labels, config.optim.class_weighting,
+                             smoothing=config.optim.label_smoothing)
+    thresholds = _thresholds(spec, val.labels, logits["val"], rule, neutral)
+    spec = dataclasses.replace(spec, threshold_rule=rule.threshold_rule, thresholds=thresholds or spec.thresholds)
     record_sources(spec, data["train"].files)  # these three fill in the new spec, never the caller's
     record_provenance(spec, config, len(val.labels))
+    spec.provenance["thresholds"]["neutral_logits"] = neutral  # recalibrate and int8 export reuse the loss's point
     detector, ood_scores = fit_detector(model, spec, data, quantile=rule.ood_quantile, progress=progress,
                                         cached=config.model.mode == "linear-probe") \
         if spec.ensemble_size == 1 else (None, {})  # a fold ensemble has no one feature space to score
@@ -75,13 +79,14 @@ def finish_run(run_dir: Path, model, spec: ModelSpec, data: dict, config, histor
     return TrainResult(run_dir, spec, metrics, history, predictions)
 
 
-def _thresholds(spec: ModelSpec, labels: np.ndarray, val_logits: np.ndarray, rule) -> list[float]:
+def _thresholds(spec: ModelSpec, labels: np.ndarray, val_logits: np.ndarray, rule, neutral: list) -> list[float]:
     from mobilemed.evaluation.calibration import probabilities_from_logits
-    from mobilemed.evaluation.thresholds import choose_thresholds
+    from mobilemed.evaluation.thresholds import choose_thresholds, neutral_probabilities
 
     val_prob = probabilities_from_logits(val_logits, spec.task, spec.temperature)
     return [float(t) for t in choose_thresholds(labels, val_prob, task=spec.task, rule=rule.threshold_rule,
-                                                target=rule.threshold_target)]
+                                                target=rule.threshold_target,
+                                                neutral=neutral_probabilities(neutral, spec.temperature))]
 
 
 def _split_predictions(part, logits: np.ndarray, spec: ModelSpec) -> SplitPredictions:

@@ -44,6 +44,7 @@ class SplitData:
     labels: np.ndarray
     files: np.ndarray
     features: np.ndarray | None = None  # a linear probe's frozen features, once computed
+    prefix_maps: np.ndarray | None = None  # --freeze-blocks: these rows' cached prefix maps, when a caller shares them
 
 
 def fit(config: TrainConfig) -> TrainResult | None:

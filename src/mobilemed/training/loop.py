@@ -25,11 +25,34 @@ def make_loss(task: str, train_labels: np.ndarray, weighting: str, *, smoothing:
         weight = counts.sum() / (len(counts) * np.maximum(counts, 1)) if balanced else None
         return nn.CrossEntropyLoss(weight=None if weight is None else torch.tensor(weight, dtype=torch.float32),
                                    label_smoothing=smoothing)
+    pos_weight = _positive_weights(train_labels)
+    return SmoothedBCE(smoothing, pos_weight=torch.tensor(pos_weight, dtype=torch.float32) if balanced else None)
+
+
+def _positive_weights(train_labels: np.ndarray) -> np.ndarray:
+    """negatives / positives per binary output, capped to [0.1, 50]."""
     positives = train_labels.reshape(len(train_labels), -1).sum(axis=0)
     pos_weight = (len(train_labels) - positives) / np.maximum(positives, 1)
     # Rare findings would get weights in the hundreds; capping keeps the gradients sane.
-    pos_weight = np.clip(pos_weight, 0.1, 50.0)
-    return SmoothedBCE(smoothing, pos_weight=torch.tensor(pos_weight, dtype=torch.float32) if balanced else None)
+    return np.clip(pos_weight, 0.1, 50.0)
+
+
+def neutral_logits(task: str, train_labels: np.ndarray, weighting: str, *, smoothing: float = 0.0) -> list[float]:
+    """Per binary output, the logit make_loss's minimiser gives an image that looks equally like both classes
+    (likelihood ratio 1): where the loss itself puts the threshold that maximises Youden's J (balanced
+    accuracy) on data like the training split. [] for multi-class (argmax needs no threshold).
+
+    BCE with positive weight w on targets y (1 - s) + s / 2 is minimised at odds w m / (1 - m), m the mean target,
+    which is prevalence (1 - s) + s / 2 where the likelihood ratio is 1. Class-balanced weights (w = negatives /
+    positives) put it at logit ~0 (p = 0.5; exactly 0 without smoothing or the cap); unweighted, at the
+    training prevalence (evaluation/thresholds.py: the youden rule prefers it within its plateau)."""
+    if task == "multiclass":
+        return []
+    labels = train_labels.reshape(len(train_labels), -1)
+    prevalence = labels.mean(axis=0)
+    weight = _positive_weights(train_labels) if weighting == "balanced" else np.ones(labels.shape[1])
+    target = np.clip(prevalence * (1 - smoothing) + smoothing / 2, 1e-6, 1 - 1e-6)
+    return [float(z) for z in np.log(weight * target / (1 - target))]
 
 
 class SmoothedBCE(nn.BCEWithLogitsLoss):

@@ -17,7 +17,8 @@ What augmentation is possible on cached prefixes, honestly:
   copies (the same small affine as the network's augmentation: shift, rotation, scale; no flips, chest
   X-rays are not mirror-symmetric), drawn once from the run's seed; each epoch picks one view per image.
   With `--crop-scale S` below 1 all V views are random zoomed crops (data/transforms.py: augment_batch):
-  the plain, fully framed image is the shortcut the crops exist to hide.
+  the plain, fully framed image is the shortcut the crops exist to hide. `--intensity` likewise gives every
+  view its own random exposure (gamma, contrast, brightness).
   It costs V prefix passes and V times the memory, and V views are far less variety than fresh draws.
 - flips of the feature map would only be valid where anatomy allows them (not for chest X-rays), and
   shifting a 14x14 map by one cell is a 16-px jump at 224 px: neither is offered.
@@ -57,7 +58,8 @@ def prefix_maps(prefix: nn.Module, images: np.ndarray, spec: ModelSpec, *, views
                 augmentation: Augmentation = Augmentation()) -> np.ndarray:
     """(views, N, C, h, w) float16 output of the eval-mode `prefix` on uint8 `images` (N, H, W[, C]).
     View 0 is the plain image; views 1.. are augmented copies drawn from `seed` (see the module docstring).
-    With crops or flips every view, view 0 too, is augmented (a plain view would teach the framing back).
+    With crops, flips or exposure changes every view, view 0 too, is augmented (a plain view would teach the
+    framing back).
     max_memory_bytes: above it the array is a memory map on disk (default: MEMORY_SHARE of MemAvailable)."""
     extractor = FeaturePass(prefix, spec, progress=False)  # the probe's ONNX Runtime pass (torch without it)
     runner = extractor._runner("fp32")
@@ -75,6 +77,16 @@ def prefix_maps(prefix: nn.Module, images: np.ndarray, spec: ModelSpec, *, views
     release_freed_memory()
     log.info("frozen prefix: %d image(s) x %d view(s) -> %s fp16 maps in %.1f s", len(images), views, shape,
              time.perf_counter() - tic)
+    return out
+
+
+def take_rows(maps: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """maps[:, rows] as a new array (allocate's choice of memory or memory map), copied CHUNK rows at a time
+    so a memory-mapped source is never read whole into memory."""
+    out = allocate((maps.shape[0], len(rows), *maps.shape[2:]))
+    for start in range(0, len(rows), CHUNK):
+        part = rows[start:start + CHUNK]
+        out[:, start:start + len(part)] = maps[:, part]
     return out
 
 

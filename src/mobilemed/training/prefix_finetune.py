@@ -32,7 +32,7 @@ from mobilemed import run_files
 from mobilemed.spec import ModelSpec
 from mobilemed.training.config import OptimConfig
 from mobilemed.training.loop import build_optimizer, loss_targets
-from mobilemed.training.prefix_cache import prefix_maps
+from mobilemed.training.prefix_cache import prefix_maps, take_rows
 from mobilemed.training.strategies import EpochLoop, Plan, Trained
 
 log = logging.getLogger(__name__)
@@ -111,9 +111,12 @@ def train_cached_prefix(model, spec: ModelSpec, data: dict, optim: OptimConfig, 
     tail = PrefixTail(model, freeze_blocks)
     train, val = data["train"], data["val"]
     tic = time.perf_counter()
-    train_maps = prefix_maps(tail.prefix, train.images, spec, views=views, seed=optim.seed, progress=progress,
-                             augmentation=optim.augmentation)
-    val_maps = prefix_maps(tail.prefix, val.images, spec, progress=progress)
+    train_maps, val_maps = train.prefix_maps, val.prefix_maps  # shared by the folds of --cv (SharedPrefixMaps)
+    if train_maps is None:
+        train_maps = prefix_maps(tail.prefix, train.images, spec, views=views, seed=optim.seed, progress=progress,
+                                 augmentation=optim.augmentation)
+    if val_maps is None:
+        val_maps = prefix_maps(tail.prefix, val.images, spec, progress=progress)
     run_files.write_json(run_dir / "prefix_cache.json", {
         "freeze_blocks": freeze_blocks, "views": views, "map_shape": list(train_maps.shape[2:]),
         "dtype": "float16", "megabytes": round((train_maps.nbytes + val_maps.nbytes) / 2**20, 1),
@@ -126,3 +129,38 @@ def train_cached_prefix(model, spec: ModelSpec, data: dict, optim: OptimConfig, 
     best_state, history = loop.run(resume)
     model.load_state_dict(best_state)
     return Trained(best_state, history)
+
+
+class SharedPrefixMaps:
+    """--cv with --freeze-blocks: the frozen prefix's maps of every pooled train+val image, computed once for
+    all K folds (and the refit) instead of once per fold, which cost K prefix passes over ~(K-1)/K of the data.
+
+    The frozen blocks hold the pretrained weights in every fold, so their output does not depend on the fold:
+    a fold's training maps are rows of the pooled `views` augmented views (drawn from the run's seed over the
+    pooled images, so a resumed fold gets the very same views), its held-out maps rows of the pooled plain view.
+    A fold whose frozen blocks differ from the first fold's (randomly initialised ones: nothing pretrained to
+    share) computes its own maps as before."""
+
+    def __init__(self, images: np.ndarray, spec: ModelSpec, optim: OptimConfig, *, freeze_blocks: int,
+                 views: int, progress: bool = True):
+        self.images, self.spec, self.optim, self.progress = images, spec, optim, progress
+        self.freeze_blocks, self.views = freeze_blocks, views
+        self.state, self.train, self.plain = None, None, None
+
+    def rows(self, model: nn.Module, train_rows: np.ndarray, val_rows: np.ndarray):
+        """(training maps, validation maps) of these pooled rows for `model`, or (None, None) when its frozen
+        blocks are not the ones the pooled maps came from."""
+        prefix = model.backbone.features[:self.freeze_blocks]
+        state = prefix.state_dict()
+        if self.state is None:
+            self._compute(prefix, state)
+        elif state.keys() != self.state.keys() or not all(torch.equal(state[k], self.state[k]) for k in state):
+            log.info("these frozen blocks differ from the first fold's: computing their own prefix maps")
+            return None, None
+        return take_rows(self.train, train_rows), take_rows(self.plain, val_rows)
+
+    def _compute(self, prefix: nn.Module, state: dict) -> None:
+        self.state = {k: v.detach().clone() for k, v in state.items()}
+        self.train = prefix_maps(prefix.eval(), self.images, self.spec, views=self.views, seed=self.optim.seed,
+                                 progress=self.progress, augmentation=self.optim.augmentation)
+        self.plain = prefix_maps(prefix, self.images, self.spec, progress=self.progress)
