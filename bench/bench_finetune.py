@@ -37,6 +37,7 @@ import torch
 BLOCKS = 12
 KERMANY_PATIENTS = r"^(person\d+|NORMAL2-IM-\d+|IM-\d+)"  # the patient id in Kermany's file names
 RECIPE = ["--mode", "finetune", "--freeze-blocks", str(BLOCKS), "--prefix-views", "8", "--crop-scale", "0.35",
+          "--intensity", "0.3",
           "--head-warmup-epochs", "1", "--epochs", "8", "--backbone-lr-scale", "0.3", "--label-smoothing", "0.1",
           "--ema", "0.998", "--lr", "1e-3", "--batch-size", "32"]
 PROBE = ["--mode", "linear-probe", "--epochs", "10"]

@@ -42,8 +42,10 @@ RECIPES = {
                          "--patience", "0"],
     # The README linear probe on Kermany, its training features taken from one random crop per image.
     "kermany-probe": ["{kermany}", "--mode", "linear-probe", *CROPS],
+    # PneumoniaMNIST (Kermany's images at 28 px): crops with their own exposure at 64 px, and 5 folds of
+    # train+val whose pooled out-of-fold predictions choose the threshold and whose models are deployed together.
     "pneumoniamnist": ["pneumoniamnist", "--mode", "finetune", "--image-size", "64", "--batch-size", "64", *ONECYCLE,
-                       *CROPS, "--patience", "0", "--epochs", "12"],
+                       *CROPS, *EXPOSURE, "--patience", "0", "--epochs", "12", "--cv", "5", "--cv-ensemble"],
     # 78 validation images are too few for a threshold: 5 folds of train+val, their 5 models deployed together.
     "breastmnist": ["breastmnist", "--mode", "finetune", "--image-size", "96", "--epochs", "12", "--batch-size", "32",
                     *ONECYCLE, "--hflip", "--cv", "5", "--cv-ensemble", "--patience", "0"],
