@@ -112,6 +112,7 @@ def train_cached_prefix(model, spec: ModelSpec, data: dict, optim: OptimConfig, 
     train, val = data["train"], data["val"]
     tic = time.perf_counter()
     train_maps, val_maps = train.prefix_maps, val.prefix_maps  # shared by the folds of --cv (SharedPrefixMaps)
+    shared = train_maps is not None  # then the prefix pass happened before, once for all folds
     if train_maps is None:
         train_maps = prefix_maps(tail.prefix, train.images, spec, views=views, seed=optim.seed, progress=progress,
                                  augmentation=optim.augmentation)
@@ -120,7 +121,8 @@ def train_cached_prefix(model, spec: ModelSpec, data: dict, optim: OptimConfig, 
     run_files.write_json(run_dir / "prefix_cache.json", {
         "freeze_blocks": freeze_blocks, "views": views, "map_shape": list(train_maps.shape[2:]),
         "dtype": "float16", "megabytes": round((train_maps.nbytes + val_maps.nbytes) / 2**20, 1),
-        "memory_mapped": isinstance(train_maps, np.memmap), "seconds": round(time.perf_counter() - tic, 1)})
+        "memory_mapped": isinstance(train_maps, np.memmap), "shared_by_the_cv_folds": shared,
+        "seconds": round(time.perf_counter() - tic, 1)})
     groups = [{"params": model.head.parameters(), "lr": optim.lr},
               {"params": tail.trainable_backbone_parameters(), "lr": optim.lr * optim.backbone_lr_scale}]
     optimizer = build_optimizer(groups, name=optim.optimizer, lr=optim.lr, weight_decay=optim.weight_decay)
