@@ -66,7 +66,7 @@ def add_arguments(parser) -> None:
     opt.add_argument("--hflip", action="store_true",
                      help="augment with horizontal flips: fundus, skin, ultrasound; not chest X-rays, whose heart "
                           "sits on the left")
-    opt.add_argument("--intensity", type=float, default=0.0,
+    opt.add_argument("--intensity", type=float, default=0.0, metavar="S",
                      help="augment exposure: random gamma, contrast and brightness of up to +-S per image, e.g. "
                           "0.3, for images from other machines or hospitals (0: off); cached views and probe "
                           "features get it as they get crops")
