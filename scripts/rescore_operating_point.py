@@ -3,10 +3,9 @@ predictions and without retraining, and score their saved test predictions at th
 
     python scripts/rescore_operating_point.py RUN [RUN ...]
 
-It recomputes what training/finish.py computes at the end of a run: the training loss's neutral point from the
-run's training labels (split.csv: train, or train+val under --cv) and its options (config.yaml: class weighting,
-label smoothing), then the run's threshold rule on the validation (or pooled out-of-fold) probabilities at the
-run's temperature. The model is untouched, so this is what rerunning the run's command with the current code
+It calls what training/finish.py calls at the end of a run (choose_operating_point) on the run's training
+labels (split.csv: train, or train+val under --cv), its options (config.yaml) and its saved validation (or
+pooled out-of-fold) logits at the run's temperature. The model is untouched, so this is what rerunning the run's command with the current code
 ends with as long as training itself did not change (CPU training here is deterministic: same seed, same
 weights). The test split is only scored, with the run's bootstrap settings; printed per run: the old and new
 threshold, test accuracy at each (95% CI at the new one), test AUROC.
@@ -23,9 +22,11 @@ import numpy as np
 import yaml
 
 from mobilemed.evaluation.metrics import compute_metrics
-from mobilemed.evaluation.thresholds import choose_thresholds, neutral_probabilities
+from mobilemed.evaluation.thresholds import neutral_probabilities
 from mobilemed.run_files import read_split_predictions
-from mobilemed.training.loop import neutral_logits
+from mobilemed.spec import ModelSpec
+from mobilemed.training.config import TrainConfig
+from mobilemed.training.finish import choose_operating_point
 
 
 def training_labels(run_dir: Path, class_names: list, cross_validated: bool) -> np.ndarray:
@@ -36,23 +37,19 @@ def training_labels(run_dir: Path, class_names: list, cross_validated: bool) -> 
 
 
 def rescore(run_dir: Path) -> dict:
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())["config"]
-    spec = json.loads((run_dir / "spec.json").read_text())
-    if spec["task"] != "binary":
-        raise SystemExit(f"{run_dir}: only binary runs have one threshold to re-choose (task {spec['task']})")
-    rule, optim = config["operating_point"], config["optim"]
-    labels = training_labels(run_dir, spec["class_names"], bool(rule.get("cv_folds")))
-    neutral = neutral_logits("binary", labels, optim["class_weighting"], smoothing=optim["label_smoothing"])
+    config = TrainConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text())["config"])
+    spec = ModelSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
+    if spec.task != "binary":
+        raise SystemExit(f"{run_dir}: only binary runs have one threshold to re-choose (task {spec.task})")
+    labels = training_labels(run_dir, list(spec.class_names), bool(config.operating_point.cv_folds))
     val, test = read_split_predictions(run_dir, "val"), read_split_predictions(run_dir, "test")
-    (threshold,) = choose_thresholds(val.y_true, val.y_prob, task="binary", rule=rule["threshold_rule"],
-                                     target=rule.get("threshold_target"),
-                                     neutral=neutral_probabilities(neutral, spec["temperature"]))
-    report = compute_metrics(test.y_true, test.y_prob, task="binary", class_names=spec["class_names"],
-                             thresholds=[threshold], n_bootstrap=config["run"]["n_bootstrap"],
-                             seed=optim["seed"]).to_dict()
+    (threshold,), neutral = choose_operating_point(spec, labels, val.y_true, val.logits, config)
+    report = compute_metrics(test.y_true, test.y_prob, task="binary", class_names=spec.class_names,
+                             thresholds=[threshold], n_bootstrap=config.run.n_bootstrap,
+                             seed=config.optim.seed).to_dict()
     old = json.loads((run_dir / "metrics.json").read_text())["test"]
-    return {"run": run_dir.name, "old threshold": spec["thresholds"][0], "old acc": old["accuracy"]["value"],
-            "neutral": neutral_probabilities(neutral, spec["temperature"])[0], "threshold": threshold,
+    return {"run": run_dir.name, "old threshold": spec.thresholds[0], "old acc": old["accuracy"]["value"],
+            "neutral": neutral_probabilities(neutral, spec.temperature)[0], "threshold": threshold,
             "acc": report["accuracy"]["value"], "acc ci": report["accuracy"].get("ci"),
             "auroc": report["auroc_macro"]["value"]}
 

@@ -79,7 +79,7 @@ def _refit(spec: ModelSpec, labels, result, detector, ood_quantile, *, threshold
     """A copy of spec with the site's temperature, thresholds and OOD threshold, and their provenance.
     `detector` (refit when given) gets its new threshold in place."""
     from mobilemed.evaluation.calibration import fit_temperature, probabilities_from_logits
-    from mobilemed.evaluation.thresholds import choose_thresholds, neutral_probabilities
+    from mobilemed.evaluation.thresholds import choose_thresholds, neutral_probabilities, recorded_neutral_logits
 
     provenance = dict(spec.provenance)
     temperature = spec.temperature
@@ -87,7 +87,7 @@ def _refit(spec: ModelSpec, labels, result, detector, ood_quantile, *, threshold
         temperature = float(fit_temperature(result.logits, labels, task=spec.task))
         provenance["temperature"] = {**source, "previous": spec.temperature}
     prob = probabilities_from_logits(result.logits, spec.task, temperature)
-    neutral = (spec.provenance.get("thresholds") or {}).get("neutral_logits")  # the training loss's J-optimal point
+    neutral = recorded_neutral_logits(spec.provenance)  # the training loss's J-optimal point
     thresholds = [float(t) for t in choose_thresholds(labels, prob, task=spec.task, rule=threshold_rule,
                                                       target=target, class_names=spec.class_names,
                                                       neutral=neutral_probabilities(neutral, temperature))]

@@ -189,7 +189,7 @@ def test_shared_prefix_maps_give_each_fold_rows_of_one_pooled_pass(monkeypatch):
     optim = OptimConfig(crop_scale=0.5, prefix_views=2, seed=4)
     passes = []
     monkeypatch.setattr(prefix_finetune, "prefix_maps", lambda *a, **k: passes.append(k) or prefix_maps(*a, **k))
-    shared = prefix_finetune.SharedPrefixMaps(images, spec, optim, freeze_blocks=4, views=2, progress=False)
+    shared = prefix_finetune.SharedPrefixMaps(images, spec, optim, freeze_blocks=4, progress=False)
     train_rows, val_rows = np.array([0, 2, 3, 7, 9]), np.array([1, 4])
     train, val = shared.rows(model, train_rows, val_rows)
     pooled = prefix_maps(model.backbone.features[:4], images, spec, views=2, seed=4, progress=False,
@@ -201,6 +201,8 @@ def test_shared_prefix_maps_give_each_fold_rows_of_one_pooled_pass(monkeypatch):
     again, _ = shared.rows(copy.deepcopy(model), val_rows, train_rows)  # the next fold: same frozen blocks
     np.testing.assert_array_equal(again, pooled[:, val_rows])
     assert len(passes) == 2  # no new prefix pass
+    everything, _ = shared.rows(model, np.arange(10), val_rows)  # the refit trains on every pooled row
+    assert everything is shared.train  # the pooled views themselves, not a second copy
     torch.manual_seed(1)
     assert shared.rows(build_model(spec), train_rows, val_rows) == (None, None)  # other frozen blocks: its own maps
 

@@ -83,6 +83,11 @@ def neutral_probabilities(neutral_logits, temperature: float = 1.0) -> list[floa
     return [float(1 / (1 + np.exp(-z / temperature))) for z in neutral_logits]
 
 
+def recorded_neutral_logits(provenance: dict | None) -> list[float] | None:
+    """The loss's neutral logits a checkpoint recorded at training (spec.provenance["thresholds"]), or None."""
+    return ((provenance or {}).get("thresholds") or {}).get("neutral_logits")
+
+
 def _check_rule(rule: str, target: float | None) -> None:
     if rule not in RULES:
         raise MobilemedError(f"threshold rule {rule!r} is unknown; choose one of {', '.join(RULES)}")

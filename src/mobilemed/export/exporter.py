@@ -136,7 +136,7 @@ def int8_operating_point(spec, detector, int8_out: dict, labels: np.ndarray):
     images, by the rules the checkpoint's provenance records."""
     from mobilemed.decision import probabilities
     from mobilemed.evaluation.calibration import fit_temperature
-    from mobilemed.evaluation.thresholds import choose_thresholds, neutral_probabilities
+    from mobilemed.evaluation.thresholds import choose_thresholds, neutral_probabilities, recorded_neutral_logits
 
     record = dict(spec.provenance or {})
     rule = (record.get("thresholds") or {}).get("rule", spec.threshold_rule)
@@ -145,7 +145,7 @@ def int8_operating_point(spec, detector, int8_out: dict, labels: np.ndarray):
     calibrated = isinstance(record.get("temperature"), dict)  # training fitted one: refit it for int8
     temperature = float(fit_temperature(logits, labels, task=spec.task)) if calibrated else spec.temperature
     probs = probabilities(logits, spec, temperature)
-    neutral = neutral_probabilities((record.get("thresholds") or {}).get("neutral_logits"), temperature)
+    neutral = neutral_probabilities(recorded_neutral_logits(record), temperature)
     thresholds = [float(t) for t in choose_thresholds(labels, probs, task=spec.task, rule=rule, target=target,
                                                       neutral=neutral)] or spec.thresholds
     ood_threshold = spec.ood_threshold

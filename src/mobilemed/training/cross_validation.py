@@ -157,7 +157,7 @@ def _shared_prefix(pool, spec: ModelSpec, config):
     from mobilemed.training.prefix_finetune import SharedPrefixMaps
 
     return SharedPrefixMaps(pool.images, spec, config.optim, freeze_blocks=config.model.freeze_blocks,
-                            views=config.optim.prefix_views, progress=config.run.progress)
+                            progress=config.run.progress)
 
 
 def _run_fold(run_dir: Path, k: int, spec: ModelSpec, pool, pooled: ImageTable, fold: np.ndarray, config, weights,

@@ -296,7 +296,7 @@ def sharded_probe_features(here: Dist, backbone, spec, data: dict, *, precision:
                               augmentation=augmentation)
     slices = {s: SimpleNamespace(images=d.images[here.rows(len(d.images))], labels=d.labels[here.rows(len(d.labels))])
               for s, d in data.items()}
-    # With crops or flips each rank draws them for its own slice: 1 and N processes differ there.
+    # With crops, flips or exposure changes each rank draws them for its own slice: 1 and N processes differ.
     arrays, record = probe_features(backbone, spec, slices, precision=precision, seed=seed, progress=progress,
                                     augmentation=augmentation)
     gathered = {s: here.gather_rows(arrays.get(s)) for s in data}

@@ -52,9 +52,7 @@ def finish_run(run_dir: Path, model, spec: ModelSpec, data: dict, config, histor
     temperature = float(fit_temperature(logits["val"], val.labels, task=spec.task)) if rule.calibrate \
         else spec.temperature
     spec = dataclasses.replace(spec, temperature=temperature)
-    neutral = neutral_logits(spec.task, data["train"].labels, config.optim.class_weighting,
-                             smoothing=config.optim.label_smoothing)
-    thresholds = _thresholds(spec, val.labels, logits["val"], rule, neutral)
+    thresholds, neutral = choose_operating_point(spec, data["train"].labels, val.labels, logits["val"], config)
     spec = dataclasses.replace(spec, threshold_rule=rule.threshold_rule, thresholds=thresholds or spec.thresholds)
     record_sources(spec, data["train"].files)  # these three fill in the new spec, never the caller's
     record_provenance(spec, config, len(val.labels))
@@ -79,14 +77,23 @@ def finish_run(run_dir: Path, model, spec: ModelSpec, data: dict, config, histor
     return TrainResult(run_dir, spec, metrics, history, predictions)
 
 
-def _thresholds(spec: ModelSpec, labels: np.ndarray, val_logits: np.ndarray, rule, neutral: list) -> list[float]:
+def choose_operating_point(spec: ModelSpec, train_labels: np.ndarray, val_labels: np.ndarray,
+                           val_logits: np.ndarray, config) -> tuple[list[float], list[float]]:
+    """(thresholds, the loss's neutral logits): the run's threshold rule on the validation (or pooled
+    out-of-fold) logits at spec.temperature, told where the training loss puts the J-optimal point (from the
+    labels it trained on and config.optim's class weighting and smoothing). scripts/rescore_operating_point.py
+    calls it on finished runs."""
     from mobilemed.evaluation.calibration import probabilities_from_logits
     from mobilemed.evaluation.thresholds import choose_thresholds, neutral_probabilities
 
+    rule = config.operating_point
+    neutral = neutral_logits(spec.task, train_labels, config.optim.class_weighting,
+                             smoothing=config.optim.label_smoothing)
     val_prob = probabilities_from_logits(val_logits, spec.task, spec.temperature)
-    return [float(t) for t in choose_thresholds(labels, val_prob, task=spec.task, rule=rule.threshold_rule,
-                                                target=rule.threshold_target,
-                                                neutral=neutral_probabilities(neutral, spec.temperature))]
+    thresholds = choose_thresholds(val_labels, val_prob, task=spec.task, rule=rule.threshold_rule,
+                                   target=rule.threshold_target,
+                                   neutral=neutral_probabilities(neutral, spec.temperature))
+    return [float(t) for t in thresholds], neutral
 
 
 def _split_predictions(part, logits: np.ndarray, spec: ModelSpec) -> SplitPredictions:

@@ -82,7 +82,10 @@ def prefix_maps(prefix: nn.Module, images: np.ndarray, spec: ModelSpec, *, views
 
 def take_rows(maps: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """maps[:, rows] as a new array (allocate's choice of memory or memory map), copied CHUNK rows at a time
-    so a memory-mapped source is never read whole into memory."""
+    so a memory-mapped source is never read whole into memory. All rows in order (the --cv refit) is `maps`
+    itself: readers never write to it, and a second copy of every view would double the memory."""
+    if len(rows) == maps.shape[1] and np.array_equal(rows, np.arange(len(rows))):
+        return maps
     out = allocate((maps.shape[0], len(rows), *maps.shape[2:]))
     for start in range(0, len(rows), CHUNK):
         part = rows[start:start + CHUNK]

@@ -138,15 +138,15 @@ class SharedPrefixMaps:
     all K folds (and the refit) instead of once per fold, which cost K prefix passes over ~(K-1)/K of the data.
 
     The frozen blocks hold the pretrained weights in every fold, so their output does not depend on the fold:
-    a fold's training maps are rows of the pooled `views` augmented views (drawn from the run's seed over the
+    a fold's training maps are rows of the pooled --prefix-views augmented views (drawn from the run's seed over the
     pooled images, so a resumed fold gets the very same views), its held-out maps rows of the pooled plain view.
     A fold whose frozen blocks differ from the first fold's (randomly initialised ones: nothing pretrained to
     share) computes its own maps as before."""
 
     def __init__(self, images: np.ndarray, spec: ModelSpec, optim: OptimConfig, *, freeze_blocks: int,
-                 views: int, progress: bool = True):
+                 progress: bool = True):
         self.images, self.spec, self.optim, self.progress = images, spec, optim, progress
-        self.freeze_blocks, self.views = freeze_blocks, views
+        self.freeze_blocks = freeze_blocks
         self.state, self.train, self.plain = None, None, None
 
     def rows(self, model: nn.Module, train_rows: np.ndarray, val_rows: np.ndarray):
@@ -163,6 +163,6 @@ class SharedPrefixMaps:
 
     def _compute(self, prefix: nn.Module, state: dict) -> None:
         self.state = {k: v.detach().clone() for k, v in state.items()}
-        self.train = prefix_maps(prefix.eval(), self.images, self.spec, views=self.views, seed=self.optim.seed,
-                                 progress=self.progress, augmentation=self.optim.augmentation)
+        self.train = prefix_maps(prefix.eval(), self.images, self.spec, views=self.optim.prefix_views,
+                                 seed=self.optim.seed, progress=self.progress, augmentation=self.optim.augmentation)
         self.plain = prefix_maps(prefix, self.images, self.spec, progress=self.progress)
