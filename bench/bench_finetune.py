@@ -39,7 +39,7 @@ KERMANY_PATIENTS = r"^(person\d+|NORMAL2-IM-\d+|IM-\d+)"  # the patient id in Ke
 RECIPE = ["--mode", "finetune", "--freeze-blocks", str(BLOCKS), "--prefix-views", "8", "--crop-scale", "0.35",
           "--intensity", "0.3",
           "--head-warmup-epochs", "1", "--epochs", "8", "--backbone-lr-scale", "0.3", "--label-smoothing", "0.1",
-          "--ema", "0.998", "--lr", "1e-3", "--batch-size", "32"]
+          "--ema", "0.998", "--lr", "1e-3", "--batch-size", "32", "--threshold-views", "4"]
 PROBE = ["--mode", "linear-probe", "--epochs", "10"]
 COMMON = ["--quiet", "--no-gallery", "--patience", "0", "--overwrite"]
 
@@ -220,9 +220,9 @@ def bench_data_set(data: str, args) -> dict:
 
 def _warmup_option(run_dir: str) -> list:
     """["--head-warmup-epochs", N] from a run folder's config.yaml, so its warm-up epochs are left out."""
-    import yaml
+    from mobilemed.run_config import read_config
 
-    config = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())["config"]
+    config = read_config(run_dir)
     return ["--head-warmup-epochs", str(config["optim"]["head_warmup_epochs"])]
 
 

@@ -31,21 +31,25 @@ KERMANY = "../shared/data/kermany_cxr_224"
 WEIGHTS = ["--weights", "imagenet"]
 CROPS = ["--crop-scale", "0.35"]
 EXPOSURE = ["--intensity", "0.3"]
+VIEWS = ["--threshold-views", "4"]  # the threshold on 4 augmented views of each validation image
 KERMANY_PATIENTS = r"^(person\d+|NORMAL2-IM-\d+|IM-\d+)"  # the patient id in Kermany's file names
 ONECYCLE = ["--lr", "1e-3", "--scheduler", "onecycle", "--backbone-lr-scale", "1.0"]
 RECIPES = {
     # Kermany at 224 px, patient-grouped validation: LP-FT on 12 cached frozen blocks, 8 cached views per
-    # image, every view a random crop with its own exposure, EMA of the weights.
+    # image, every view a random crop with its own exposure, EMA of the weights; the threshold on 4 such views
+    # of every validation image.
     "kermany-finetune": ["{kermany}", "--group-pattern", KERMANY_PATIENTS, "--mode", "finetune", "--freeze-blocks",
                          "12", "--prefix-views", "8", *CROPS, *EXPOSURE, "--head-warmup-epochs", "1", "--epochs", "8",
                          "--backbone-lr-scale", "0.3", "--label-smoothing", "0.1", "--ema", "0.998",
-                         "--patience", "0"],
+                         "--patience", "0", *VIEWS],
     # The README linear probe on Kermany, its training features taken from one random crop per image.
     "kermany-probe": ["{kermany}", "--mode", "linear-probe", *CROPS],
     # PneumoniaMNIST (Kermany's images at 28 px): crops with their own exposure at 64 px, and 5 folds of
-    # train+val whose pooled out-of-fold predictions choose the threshold and whose models are deployed together.
+    # train+val whose pooled out-of-fold predictions (4 augmented views of each) choose the threshold and whose
+    # models are deployed together.
     "pneumoniamnist": ["pneumoniamnist", "--mode", "finetune", "--image-size", "64", "--batch-size", "64", *ONECYCLE,
-                       *CROPS, *EXPOSURE, "--patience", "0", "--epochs", "12", "--cv", "5", "--cv-ensemble"],
+                       *CROPS, *EXPOSURE, "--patience", "0", "--epochs", "12", "--cv", "5", "--cv-ensemble",
+                       *VIEWS],
     # 78 validation images are too few for a threshold: 5 folds of train+val, their 5 models deployed together.
     "breastmnist": ["breastmnist", "--mode", "finetune", "--image-size", "96", "--epochs", "12", "--batch-size", "32",
                     *ONECYCLE, "--hflip", "--cv", "5", "--cv-ensemble", "--patience", "0"],

@@ -2,6 +2,7 @@
 predictions and without retraining, and score their saved test predictions at the new threshold.
 
     python scripts/rescore_operating_point.py RUN [RUN ...]
+    python scripts/rescore_operating_point.py --views 4 RUN [RUN ...]   # as if trained with --threshold-views 4
 
 It calls what training/finish.py calls at the end of a run (choose_operating_point) on the run's training
 labels (split.csv: train, or train+val under --cv), its options (config.yaml) and its saved validation (or
@@ -9,21 +10,27 @@ pooled out-of-fold) logits at the run's temperature. The model is untouched, so 
 ends with as long as training itself did not change (CPU training here is deterministic: same seed, same
 weights). The test split is only scored, with the run's bootstrap settings; printed per run: the old and new
 threshold, test accuracy at each (95% CI at the new one), test AUROC.
+--views V re-chooses as `--threshold-views V` would have: the run's best.pt scores V views of its validation
+images drawn by its own augmentation and seed (training/threshold_views.py), as finish_run does; under --cv
+each fold's best.pt scores its own held-out images' views with the fold's seed, as cross_validation.py does
+(after checking that the fold model reproduces the saved out-of-fold logits).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from mobilemed.evaluation.metrics import compute_metrics
 from mobilemed.evaluation.thresholds import neutral_probabilities
+from mobilemed.run_config import read_config
 from mobilemed.run_files import read_split_predictions
+from mobilemed.training.threshold_views import VIEWS_FILE, read_views
 from mobilemed.spec import ModelSpec
 from mobilemed.training.config import TrainConfig
 from mobilemed.training.finish import choose_operating_point
@@ -36,14 +43,22 @@ def training_labels(run_dir: Path, class_names: list, cross_validated: bool) -> 
         return np.array([class_names.index(row["label"]) for row in csv.DictReader(handle) if row["split"] in kept])
 
 
-def rescore(run_dir: Path) -> dict:
-    config = TrainConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text())["config"])
+def rescore(run_dir: Path, as_views: int | None = None) -> dict:
+    config = TrainConfig.from_dict(read_config(run_dir))
     spec = ModelSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
     if spec.task != "binary":
         raise SystemExit(f"{run_dir}: only binary runs have one threshold to re-choose (task {spec.task})")
     labels = training_labels(run_dir, list(spec.class_names), bool(config.operating_point.cv_folds))
     val, test = read_split_predictions(run_dir, "val"), read_split_predictions(run_dir, "test")
-    (threshold,), neutral = choose_operating_point(spec, labels, val.y_true, val.logits, config)
+    if as_views is not None:
+        config = dataclasses.replace(config, operating_point=dataclasses.replace(config.operating_point,
+                                                                                 threshold_views=as_views))
+    views = None
+    if config.operating_point.threshold_views:  # chosen on views (training/threshold_views.py)
+        saved = read_views(run_dir)
+        views = saved[0] if saved is not None and len(saved[0]) == config.operating_point.threshold_views \
+            else drawn_views(run_dir, spec, config)
+    (threshold,), neutral = choose_operating_point(spec, labels, val.y_true, val.logits, config, views)
     report = compute_metrics(test.y_true, test.y_prob, task="binary", class_names=spec.class_names,
                              thresholds=[threshold], n_bootstrap=config.run.n_bootstrap,
                              seed=config.optim.seed).to_dict()
@@ -54,13 +69,45 @@ def rescore(run_dir: Path) -> dict:
             "auroc": report["auroc_macro"]["value"]}
 
 
+def drawn_views(run_dir: Path, spec: ModelSpec, config: TrainConfig) -> np.ndarray:
+    """What finish_run computes under --threshold-views: the deployed model's views of the validation images."""
+    from mobilemed.checkpoint import load_checkpoint
+    from mobilemed.export.run_images import run_split_images
+    from mobilemed.training.threshold_views import view_logits
+
+    val = read_split_predictions(run_dir, "val")
+    views, seed = config.operating_point.threshold_views, config.optim.seed
+    if not config.operating_point.cv_folds:
+        model, _ = load_checkpoint(run_dir / "best.pt")
+        images, labels = run_split_images(run_dir, "val", spec)
+        if not np.array_equal(labels, val.y_true):
+            raise SystemExit(f"{run_dir}: its validation images no longer match predictions_val.npz")
+        return view_logits(model, images, spec, config.optim.augmentation, views=views, seed=seed)
+    from mobilemed.batch_predict import predict_logits  # --cv: the pooled train+val images, fold by fold
+
+    pool = np.concatenate([run_split_images(run_dir, s, spec)[0] for s in ("train", "val")])
+    with open(run_dir / "folds.csv", newline="") as handle:
+        fold = np.array([int(row["fold"]) for row in csv.DictReader(handle)])
+    out = np.zeros((views, *val.logits.shape), np.float32)
+    for k in range(int(fold.max()) + 1):
+        model, _ = load_checkpoint(run_dir / "folds" / f"fold{k}" / "best.pt", allow_incomplete=True)
+        held_out = pool[fold == k]
+        if not np.allclose(predict_logits(model, held_out, spec), val.logits[fold == k], atol=1e-4):
+            raise SystemExit(f"{run_dir}: fold {k}'s model does not reproduce its saved out-of-fold logits")
+        out[:, fold == k] = view_logits(model, held_out, spec, config.optim.augmentation, views=views,
+                                        seed=seed * 1_009 + k)
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--views", type=int, default=None, metavar="V",
+                        help="re-choose as --threshold-views V would have (0: on the plain images)")
     args = parser.parse_args(argv)
     print("| run | old threshold | test acc | neutral point | new threshold | test acc [95% CI] | test AUROC |")
     print("|---|---:|---:|---:|---:|---|---:|")
-    rows = [rescore(run) for run in args.runs]
+    rows = [rescore(run, args.views) for run in args.runs]
     for row in rows:
         low, high = row["acc ci"] or (float("nan"), float("nan"))
         print(f"| {row['run']} | {row['old threshold']:.3f} | {row['old acc']:.3f} | {row['neutral']:.3f} "

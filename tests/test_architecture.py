@@ -25,6 +25,7 @@ FLOORS = {
     "fsutil": 0.5,  # atomic writes raise the project's own error for an unusable output path
     "io": 1, "decision": 1,
     "run_files": 1,  # the run folder's file names and saved predictions: every reader imports them
+    "run_config": 1.5,  # the run folder's config.yaml (yaml, so not in run_files, whose name of it it uses)
     "ood": 1,  # numpy only: the torch-free (ONNX Runtime) path scores with it too
     "assets.home": 1, "assets.index": 1, "assets.medmnist_files": 1,
     "export.metadata": 1,  # the spec inside an .onnx file: read by the torch-free path

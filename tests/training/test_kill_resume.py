@@ -132,3 +132,30 @@ def test_kill_and_resume_equals_an_uninterrupted_run(setup, mode):
         assert not any(p.name.endswith(".tmp") for p in run.iterdir())
         assert json.loads((run / "run_state.json").read_text())["state"] == "complete"
         assert outcome(run) == expected, point
+
+
+def test_fp16_loss_scale_survives_a_resume(tmp_path):
+    """last.pt keeps the GradScaler's state: a resumed fp16 run goes on at the loss scale it had backed off
+    to, instead of starting again at 65536 and skipping steps while it overflows down to it."""
+    from mobilemed.spec import ModelSpec
+    from mobilemed.training.config import OptimConfig
+    from mobilemed.training.loop import build_scheduler
+    from mobilemed.training.strategies import EarlyStopping, _restore, _save_last
+
+    def parts():
+        model = torch.nn.Linear(3, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        return model, optimizer, build_scheduler(optimizer, name="cosine", epochs=2, steps_per_epoch=4)
+
+    model, optimizer, scheduler = parts()
+    scaler = torch.amp.GradScaler("cpu", init_scale=512.0)  # where a run's overflows had taken it
+    spec = ModelSpec(arch="mobilenet_v2", class_names=["a", "b"], task="binary", image_size=32)
+    _save_last(tmp_path, model, spec, optimizer, scheduler, None, 0, [], EarlyStopping(0), model.state_dict(),
+               False, scaler)
+    assert read_checkpoint(tmp_path / "last.pt")["scaler"]["scale"] == 512.0
+
+    fresh = torch.amp.GradScaler("cpu")
+    assert fresh.get_scale() == 65536.0
+    _restore(read_checkpoint(tmp_path / "last.pt"), *parts(), None, OptimConfig(), fresh)
+    assert fresh.get_scale() == 512.0
+    _restore(read_checkpoint(tmp_path / "last.pt"), *parts(), None, OptimConfig(), None)  # fp32 resume: no scaler

@@ -97,6 +97,11 @@ def add_arguments(parser) -> None:
                          "refitted on all of train+val (K >= 2; 0: off)")
     op.add_argument("--cv-ensemble", action="store_true",
                     help="with --cv: deploy the K fold models as an ensemble (mean probability) instead of a refit")
+    op.add_argument("--threshold-views", type=NON_NEGATIVE_INT, default=0, metavar="V",
+                    help="choose the threshold on V views of each validation (or out-of-fold) image drawn by the "
+                         "training augmentation (crops, --intensity, the light affine): validation J averaged over "
+                         "framing and exposure changes another site brings, not only on the plain images "
+                         "(0: the plain images; e.g. 4)")
     op.add_argument("--ood-quantile", type=QUANTILE, default=0.99,
                     help="out-of-distribution threshold: this quantile of the validation images' scores, in (0, 1]")
     parser.add_argument("--n-bootstrap", type=NON_NEGATIVE_INT, default=1000,
@@ -131,7 +136,7 @@ def config_from_args(args) -> TrainConfig:
                           low_res_epochs=args.low_res_epochs),
         operating_point=OperatingPointRule(threshold_rule=rule, threshold_target=target, calibrate=args.calibrate,
                                            ood_quantile=args.ood_quantile, cv_folds=args.cv_folds,
-                                           cv_ensemble=args.cv_ensemble),
+                                           cv_ensemble=args.cv_ensemble, threshold_views=args.threshold_views),
         run=RunOptions(run_dir=args.run_dir or str(default_run_dir(args.data, args.mode)),  # named in the hint
                        resume=args.resume, overwrite=args.overwrite, skip_bad=args.skip_bad, strict=args.strict,
                        n_bootstrap=args.n_bootstrap, gallery=not args.no_gallery, progress=not args.quiet),

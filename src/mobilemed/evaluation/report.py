@@ -98,7 +98,7 @@ def _task_and_classes(run: RunData, metrics: dict | None) -> tuple[str | None, l
 
 def _summary(run: RunData, split: str | None, metrics: dict | None) -> str:
     task, classes = _task_and_classes(run, metrics)
-    spec, config = run.spec or {}, (run.config or {}).get("config", {})
+    spec, config = run.spec or {}, run.config or {}
     pairs = [("Data", config.get("data", "not recorded")), ("Task", task), ("Classes", ", ".join(classes or [])),
              ("Model", f"{spec.get('arch', '?')}, {spec.get('image_size', '?')} px, "
                        f"{spec.get('in_chans', '?')} channel(s)" if spec else "not recorded"),
@@ -167,8 +167,11 @@ def _operating_point(spec: dict, task: str | None) -> str:
     if task == "multiclass":
         return "argmax (the most probable class)"
     values = ", ".join(f"{t:.3f}" for t in spec.get("thresholds", []))
-    where = ((spec.get("provenance") or {}).get("thresholds") or {}).get("split", "val")
+    chosen = (spec.get("provenance") or {}).get("thresholds") or {}
+    where = chosen.get("split", "val")
     where = "validation" if where == "val" else where
+    if chosen.get("views"):  # --threshold-views: training/threshold_views.py
+        where += f", each image in {chosen['views']} augmented views (the training augmentation)"
     return f"{spec.get('threshold_rule', '?')} rule, chosen on {where}: threshold(s) {values}"
 
 
@@ -353,9 +356,8 @@ def _short_path(file) -> str:
 def _config(run: RunData) -> str:
     body = ""
     if run.config:
-        config = run.config.get("config", run.config) if isinstance(run.config, dict) else run.config
         body += "<h3>Resolved configuration (config.yaml)</h3><pre>" + \
-            h.esc(yaml.safe_dump(config, sort_keys=False)) + "</pre>"
+            h.esc(yaml.safe_dump(run.config, sort_keys=False)) + "</pre>"
     if run.spec:
         body += "<h3>Model spec (spec.json)</h3><pre>" + h.esc(json.dumps(run.spec, indent=2)) + "</pre>"
     if run.versions:

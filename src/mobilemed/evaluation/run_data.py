@@ -11,6 +11,7 @@ from pathlib import Path
 from mobilemed import run_files as rf
 from mobilemed.data.table import SPLITS
 from mobilemed.errors import MobilemedError
+from mobilemed.run_config import read_config
 from mobilemed.run_files import SplitPredictions, read_split_predictions
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunData:
     path: Path
-    config: dict | None = None       # config.yaml: {"config": ..., "spec": ...}
+    config: dict | None = None       # config.yaml's "config" section (run_config.read_config)
     spec: dict | None = None         # spec.json
     metrics: dict = field(default_factory=dict)  # {"val": ..., "test": ...}
     history: list | None = None
@@ -42,7 +43,7 @@ def load_run(run_dir) -> RunData:
     path = Path(run_dir)
     if not path.is_dir():
         raise MobilemedError(f"run folder {path} does not exist; pass the folder a training run wrote")
-    run = RunData(path=path, config=_yaml(path / rf.CONFIG), spec=rf.read_json(path / rf.SPEC),
+    run = RunData(path=path, config=read_config(path), spec=rf.read_json(path / rf.SPEC),
                   metrics=_metrics(path / rf.METRICS), history=rf.read_json(path / rf.HISTORY),
                   versions=rf.read_json(path / rf.VERSIONS), split_rows=_split_rows(path / rf.SPLIT),
                   gallery=rf.read_json(path / rf.GALLERY / rf.GALLERY_INDEX))
@@ -53,17 +54,6 @@ def load_run(run_dir) -> RunData:
         raise MobilemedError(f"{path} has neither metrics.json nor predictions_*.npz: is it a finished run "
                              f"folder? Train with `mobilemed train` or pass another folder")
     return run
-
-
-def _yaml(path: Path):
-    if not path.is_file():
-        return None
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise MobilemedError(f"{path} is not valid YAML ({err}); delete or rewrite it") from err
 
 
 def _metrics(path: Path) -> dict:

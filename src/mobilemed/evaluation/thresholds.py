@@ -52,11 +52,13 @@ PLATEAU_SE = 2.0  # youden: J within this many standard errors of the best count
 
 
 def choose_thresholds(y_true, y_prob, *, task: str, rule: str = "youden", target: float | None = None,
-                      class_names=None, neutral=None) -> list[float]:
+                      class_names=None, neutral=None, views: int = 1) -> list[float]:
     """Thresholds chosen on validation: binary [t] for P(positive class), multilabel one per finding,
     multiclass [] (argmax needs none). y_true / y_prob follow the package's prediction convention.
     neutral: per output, the probability at which the training loss puts the J-optimal threshold (the
-    youden rule takes it when it lies on the validation plateau; see the module docstring), or None."""
+    youden rule takes it when it lies on the validation plateau; see the module docstring), or None.
+    views: the rows are this many pooled views of each validation image (training/threshold_views.py); the
+    plateau's standard error then counts images, not rows, since the views of one image are not independent."""
     _check_rule(rule, target)
     if task == "multiclass":
         return []
@@ -67,11 +69,11 @@ def choose_thresholds(y_true, y_prob, *, task: str, rule: str = "youden", target
         raise ValueError(f"neutral has {len(neutral)} values for {outputs} outputs")
     if task == "binary":
         return [_choose_one(y_true.reshape(-1) == 1, y_prob.reshape(-1), rule, target, "the positive class",
-                            neutral[0])]
+                            neutral[0], views)]
     if task != "multilabel":
         raise ValueError(f"unknown task {task!r}")
     names = class_names or [f"finding {k}" for k in range(y_prob.shape[1])]
-    return [_choose_one(y_true[:, k] == 1, y_prob[:, k], rule, target, names[k], neutral[k])
+    return [_choose_one(y_true[:, k] == 1, y_prob[:, k], rule, target, names[k], neutral[k], views)
             for k in range(outputs)]
 
 
@@ -99,7 +101,7 @@ def _check_rule(rule: str, target: float | None) -> None:
 
 
 def _choose_one(truth: np.ndarray, score: np.ndarray, rule: str, target: float | None, name: str,
-                neutral: float | None = None) -> float:
+                neutral: float | None = None, views: int = 1) -> float:
     if rule == "fixed":
         return float(DEFAULT_THRESHOLD if target is None else target)
     if truth.all() or not truth.any():
@@ -108,7 +110,7 @@ def _choose_one(truth: np.ndarray, score: np.ndarray, rule: str, target: float |
         return DEFAULT_THRESHOLD
     fpr, tpr, cuts = roc_curve(truth, score, drop_intermediate=False)  # cuts descending, cuts[0] = inf
     if rule == "youden":
-        return _youden_plateau(fpr, tpr, cuts, positives=int(truth.sum()), negatives=int((~truth).sum()),
+        return _youden_plateau(fpr, tpr, cuts, positives=truth.sum() / views, negatives=(~truth).sum() / views,
                                neutral=neutral)
     if rule == "youden_max":
         k = int(np.argmax(tpr - fpr))  # first maximum: the strictest threshold among equals
@@ -120,8 +122,8 @@ def _choose_one(truth: np.ndarray, score: np.ndarray, rule: str, target: float |
     return _between(cuts, k)
 
 
-def _youden_plateau(fpr: np.ndarray, tpr: np.ndarray, cuts: np.ndarray, *, positives: int,
-                    negatives: int, neutral: float | None = None) -> float:
+def _youden_plateau(fpr: np.ndarray, tpr: np.ndarray, cuts: np.ndarray, *, positives: float,
+                    negatives: float, neutral: float | None = None) -> float:
     """`neutral` when its operating point is among the ROC cuts whose J is within PLATEAU_SE standard errors
     of the best J, else the middle of their range."""
     j = tpr - fpr

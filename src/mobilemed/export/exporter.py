@@ -119,7 +119,7 @@ def _write_int8(fp32_path: Path, out: Path, spec, detector, run_dir: Path, calib
                "per_channel": True, "activations": "uint8", "weights": "int8",
                "calibration_method": done.calibration_method, "float_tail": FLOAT_TAIL}
     int8_out = OnnxModel(out).forward(val_images)
-    own = int8_operating_point(spec, detector, int8_out, val_labels)
+    own = int8_operating_point(spec, detector, int8_out, val_labels, reference)
     _set_file_metadata(out, own, {"precision": "int8", "quantization": details, **summary})
     report = {"quantization": details, "int8_max_abs_logit_diff": float(np.abs(int8_out["logits"] - reference).max()),
               "int8_val_at_checkpoint_operating_point": _scores(int8_out["logits"], val_labels, spec),
@@ -131,9 +131,12 @@ def _write_int8(fp32_path: Path, out: Path, spec, detector, run_dir: Path, calib
     return report
 
 
-def int8_operating_point(spec, detector, int8_out: dict, labels: np.ndarray):
+def int8_operating_point(spec, detector, int8_out: dict, labels: np.ndarray, reference: np.ndarray | None = None):
     """The spec with thresholds, temperature and OOD threshold re-chosen on the int8 outputs of validation
-    images, by the rules the checkpoint's provenance records."""
+    images, by the rules the checkpoint's provenance records. Thresholds that training chose on augmented
+    views (--threshold-views) are not re-chosen on the plain images, which would undo that choice: each is
+    carried over by rank, to the int8 threshold that calls the same validation images positive as the
+    checkpoint's did on `reference`, its fp32 validation logits (int8 keeps the ranking)."""
     from mobilemed.decision import probabilities
     from mobilemed.evaluation.calibration import fit_temperature
     from mobilemed.evaluation.thresholds import choose_thresholds, neutral_probabilities, recorded_neutral_logits
@@ -146,16 +149,39 @@ def int8_operating_point(spec, detector, int8_out: dict, labels: np.ndarray):
     temperature = float(fit_temperature(logits, labels, task=spec.task)) if calibrated else spec.temperature
     probs = probabilities(logits, spec, temperature)
     neutral = neutral_probabilities(recorded_neutral_logits(record), temperature)
-    thresholds = [float(t) for t in choose_thresholds(labels, probs, task=spec.task, rule=rule, target=target,
-                                                      neutral=neutral)] or spec.thresholds
+    views = (record.get("thresholds") or {}).get("views")
+    carried = bool(views and reference is not None and spec.task != "multiclass")
+    if carried:
+        thresholds = _same_calls(probabilities(reference, spec, spec.temperature), probs, spec.thresholds)
+    else:
+        thresholds = [float(t) for t in choose_thresholds(labels, probs, task=spec.task, rule=rule, target=target,
+                                                          neutral=neutral)] or spec.thresholds
     ood_threshold = spec.ood_threshold
     if detector is not None and "ood_score" in int8_out:
         ood_threshold = float(np.quantile(int8_out["ood_score"], detector.quantile_))
     record["int8"] = {"split": "val", "n": int(len(labels)), "rule": rule, "target": target,
+                      "thresholds": "carried by rank from the checkpoint's (chosen on augmented views)" if carried
+                      else "re-chosen by the rule",
                       "checkpoint_thresholds": spec.thresholds, "checkpoint_temperature": spec.temperature,
                       "checkpoint_ood_threshold": spec.ood_threshold}
     return dataclasses.replace(spec, thresholds=thresholds, temperature=temperature, ood_threshold=ood_threshold,
                                provenance=record)
+
+
+def _same_calls(fp32_probs: np.ndarray, int8_probs: np.ndarray, thresholds: list[float]) -> list[float]:
+    """Per output, the int8 threshold that calls positive the int8 scores of the validation images the fp32
+    threshold called positive: halfway between the lowest such score and the highest of the rest."""
+    fp32_probs, int8_probs = fp32_probs.reshape(len(fp32_probs), -1), int8_probs.reshape(len(int8_probs), -1)
+    moved = []
+    for k, threshold in enumerate(thresholds):
+        called = fp32_probs[:, k] >= threshold
+        scores = int8_probs[:, k]
+        if called.all() or not called.any():  # nothing to carry by rank: the checkpoint's threshold stays
+            moved.append(float(threshold))
+            continue
+        low, high = float(scores[called].min()), float(scores[~called].max())
+        moved.append((low + high) / 2 if high < low else low)  # a rank swap at the cut: the called side wins
+    return moved
 
 
 def _set_file_metadata(path: Path, spec, extra: dict) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from mobilemed import run_files
+from mobilemed.run_config import read_config
 from mobilemed.errors import MobilemedError
 from mobilemed.spec import ModelSpec
 
@@ -23,11 +23,10 @@ def run_split_images(run_dir, split: str, spec: ModelSpec, *, progress: bool = F
     from mobilemed.data.splits import apply_saved_split
 
     run_dir = Path(run_dir)
-    config_file, split_file = run_dir / run_files.CONFIG, run_dir / run_files.SPLIT
-    if not config_file.is_file() or not split_file.is_file():
+    config, split_file = read_config(run_dir), run_dir / run_files.SPLIT
+    if config is None or not split_file.is_file():
         raise MobilemedError(f"{run_dir} has no config.yaml and split.csv; export a best.pt that lives in "
                              "the run folder `mobilemed train` wrote")
-    config = yaml.safe_load(config_file.read_text())["config"]
     options = DataOptions(**config["data_options"])
     table = apply_saved_split(load_table(config["data"], options), split_file)
     if table is None:

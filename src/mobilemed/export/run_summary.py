@@ -6,16 +6,14 @@ import json
 from pathlib import Path
 
 from mobilemed import run_files
+from mobilemed.run_config import read_config
 
 
 def run_summary(run_dir: Path) -> dict:
     """What the model was trained on and how it scored on test, from the run folder (empty when absent)."""
-    metrics_file, config_file = run_dir / run_files.METRICS, run_dir / run_files.CONFIG
+    metrics_file, config = run_dir / run_files.METRICS, read_config(run_dir)
     summary = {}
-    if config_file.is_file():
-        import yaml
-
-        config = yaml.safe_load(config_file.read_text()).get("config", {})
+    if config is not None:
         summary.update(data=str(config.get("data")), mode=run_files.config_value(config, "model", "mode"))
     if metrics_file.is_file():
         test = json.loads(metrics_file.read_text()).get("test") or {}

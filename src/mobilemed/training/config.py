@@ -26,6 +26,7 @@ CLASS_WEIGHTINGS = ("balanced", "none")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_DTYPES = ("off", "bf16", "fp16")
 CONFIG_VERSION = 2
+MAX_THRESHOLD_VIEWS = 64  # each view is a full pass over validation: more is cost without a better estimate
 
 
 def _one_of(name: str, value, choices) -> None:
@@ -123,6 +124,8 @@ class OperatingPointRule:
     ood_quantile: float = 0.99         # OOD threshold: this quantile of the validation scores
     cv_folds: int = 0                  # >= 2: choose on the pooled out-of-fold predictions of K folds of train+val
     cv_ensemble: bool = False          # with cv_folds: deploy the fold ensemble instead of a refit
+    threshold_views: int = 0           # > 0: thresholds chosen on this many augmented views of each validation
+                                       # image (training/threshold_views.py); 0: on the plain images
 
     def __post_init__(self):
         from mobilemed.evaluation.thresholds import _check_rule
@@ -137,6 +140,12 @@ class OperatingPointRule:
             raise MobilemedError(f"--cv is a number of folds, at least 2 (e.g. --cv 5); got {self.cv_folds}")
         if self.cv_ensemble and not self.cv_folds:
             raise MobilemedError("--cv-ensemble deploys the models of the cross-validation folds: add --cv K")
+        if not isinstance(self.threshold_views, int) or not 0 <= self.threshold_views <= MAX_THRESHOLD_VIEWS:
+            raise MobilemedError(f"--threshold-views is a number of augmented views per validation image, 0 to "
+                                 f"{MAX_THRESHOLD_VIEWS} (e.g. 4; 0: the plain images); got {self.threshold_views}")
+        if self.threshold_views and self.threshold_rule == "fixed":
+            raise MobilemedError("--threshold-views chooses a threshold on validation views, but --threshold-rule "
+                                 "fixed chooses none: drop one of them")
 
 
 @dataclass(frozen=True)

@@ -105,11 +105,15 @@ def cross_validate(run_dir: Path, model, spec: ModelSpec, data: dict, table: Ima
                      np.concatenate([data["train"].files, data["val"].files]))
     folds = int(fold.max()) + 1
     shared = _shared_prefix(pool, spec, config)
-    oof_logits, best_epochs, per_fold = None, [], []
+    oof_logits, oof_views, best_epochs, per_fold = None, None, [], []
     for k in range(folds):
-        logits, best_epoch = _run_fold(run_dir, k, spec, pool, pooled, fold, config, weights, train_fn, shared)
+        logits, views, best_epoch = _run_fold(run_dir, k, spec, pool, pooled, fold, config, weights, train_fn,
+                                              shared)
         oof_logits = np.zeros((len(pool.labels), *logits.shape[1:]), logits.dtype) if oof_logits is None else oof_logits
         oof_logits[fold == k] = logits
+        if views is not None:  # --threshold-views: each fold model's views of its own held-out images
+            oof_views = np.zeros((len(views), *oof_logits.shape), np.float32) if oof_views is None else oof_views
+            oof_views[:, fold == k] = views
         best_epochs.append(best_epoch)
         per_fold.append(_fold_auroc(pool.labels[fold == k], logits, spec))
     log.info("cross-validation: %d folds, AUROC per fold %s", folds, [round(a, 4) for a in per_fold])
@@ -128,7 +132,7 @@ def cross_validate(run_dir: Path, model, spec: ModelSpec, data: dict, table: Ima
                           "val": dataclasses.replace(monitor, prefix_maps=monitor_maps)}
         history = train_fn(model, spec, refit_data, refit, run_dir, resume).history
         deployed = f"refit on all of train+val for {epochs} epochs (the folds' median best epoch)"
-    logits = {"val": oof_logits}
+    logits = {"val": oof_logits, **({"val_views": oof_views} if oof_views is not None else {})}
     if len(data["test"].images):
         logits["test"] = _predict(model, data["test"].images, spec, config)
     result = finish_run(run_dir, model, spec, {"train": pool, "val": pool, "test": data["test"]}, config, history,
@@ -161,17 +165,24 @@ def _shared_prefix(pool, spec: ModelSpec, config):
 
 
 def _run_fold(run_dir: Path, k: int, spec: ModelSpec, pool, pooled: ImageTable, fold: np.ndarray, config, weights,
-              train_fn, shared=None) -> tuple[np.ndarray, int]:
-    """(the held-out fold's logits, the fold's best epoch): read back when the fold finished before."""
+              train_fn, shared=None) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(the held-out fold's logits, their --threshold-views logits or None, the fold's best epoch): read back
+    when the fold finished before."""
     from mobilemed.models import build_model
     from mobilemed.training.fit import SplitData, seed_everything
+    from mobilemed.training.threshold_views import read_views, save_views, view_logits
 
     fold_dir = Path(run_dir) / FOLDS_DIR / f"fold{k}"
     done = fold_dir / run_files.predictions_file(OOF)
+    wants_views = config.operating_point.threshold_views and spec.task != "multiclass"
     if config.run.resume and done.is_file():
         log.info("fold %d: finished before, reading %s", k, done)
-        return run_files.read_split_predictions(fold_dir, OOF).logits, _best_epoch(
-            run_files.read_json(fold_dir / run_files.HISTORY))
+        views = read_views(fold_dir) if wants_views else None
+        if wants_views and views is None:
+            raise MobilemedError(f"--resume: {fold_dir} finished without its threshold views; start again with "
+                                 "--overwrite")
+        return run_files.read_split_predictions(fold_dir, OOF).logits, None if views is None else views[0], \
+            _best_epoch(run_files.read_json(fold_dir / run_files.HISTORY))
     fold_dir.mkdir(parents=True, exist_ok=True)
     for stale in fold_dir.glob(".*.tmp"):  # a killed write's leftovers; never read
         stale.unlink()
@@ -190,11 +201,16 @@ def _run_fold(run_dir: Path, k: int, spec: ModelSpec, pool, pooled: ImageTable, 
              int((~held_out).sum()), int(held_out.sum()))
     trained = train_fn(model, spec, part, config, fold_dir, payload)
     logits = trained.logits["val"] if trained.logits else _predict(model, part["val"].images, spec, config)
+    views = view_logits(model, part["val"].images, spec, config.optim.augmentation,
+                        views=config.operating_point.threshold_views, seed=config.optim.seed * 1_009 + k,
+                        progress=config.run.progress) if wants_views else None
+    if views is not None:
+        save_views(fold_dir, views, part["val"].labels)
     run_files.write_json(fold_dir / run_files.HISTORY, trained.history)
     run_files.write_split_predictions(fold_dir, OOF, SplitPredictions(
         part["val"].files, part["val"].labels, _probabilities(logits, spec), list(spec.class_names), spec.task,
         logits))  # written last: its presence marks the fold done
-    return logits, _best_epoch(trained.history)
+    return logits, views, _best_epoch(trained.history)
 
 
 def _resume_payload(last: Path, spec: ModelSpec, table: ImageTable) -> dict | None:

@@ -69,6 +69,8 @@ def record_provenance(spec: ModelSpec, config, n_val: int) -> None:
     rule = config.operating_point
     split = f"out-of-fold predictions of {rule.cv_folds} folds of train+val" if rule.cv_folds else "val"
     source = {"data": str(config.data), "split": split, "n": int(n_val)}
-    spec.provenance = {"thresholds": {**source, "rule": rule.threshold_rule, "target": rule.threshold_target},
+    views = {"views": rule.threshold_views, "views_from": "the training augmentation"} if rule.threshold_views else {}
+    spec.provenance = {"thresholds": {**source, "rule": rule.threshold_rule, "target": rule.threshold_target,
+                                      **views},
                        "temperature": {**source} if rule.calibrate else "not calibrated (1.0)",
                        "ood_threshold": {**source, "quantile": rule.ood_quantile, "fitted_on": "train"}}

@@ -52,7 +52,8 @@ def finish_run(run_dir: Path, model, spec: ModelSpec, data: dict, config, histor
     temperature = float(fit_temperature(logits["val"], val.labels, task=spec.task)) if rule.calibrate \
         else spec.temperature
     spec = dataclasses.replace(spec, temperature=temperature)
-    thresholds, neutral = choose_operating_point(spec, data["train"].labels, val.labels, logits["val"], config)
+    views = _threshold_views(run_dir, model, spec, val, config, logits.get("val_views"))
+    thresholds, neutral = choose_operating_point(spec, data["train"].labels, val.labels, logits["val"], config, views)
     spec = dataclasses.replace(spec, threshold_rule=rule.threshold_rule, thresholds=thresholds or spec.thresholds)
     record_sources(spec, data["train"].files)  # these three fill in the new spec, never the caller's
     record_provenance(spec, config, len(val.labels))
@@ -78,22 +79,43 @@ def finish_run(run_dir: Path, model, spec: ModelSpec, data: dict, config, histor
 
 
 def choose_operating_point(spec: ModelSpec, train_labels: np.ndarray, val_labels: np.ndarray,
-                           val_logits: np.ndarray, config) -> tuple[list[float], list[float]]:
+                           val_logits: np.ndarray, config, val_view_logits: np.ndarray | None = None
+                           ) -> tuple[list[float], list[float]]:
     """(thresholds, the loss's neutral logits): the run's threshold rule on the validation (or pooled
     out-of-fold) logits at spec.temperature, told where the training loss puts the J-optimal point (from the
-    labels it trained on and config.optim's class weighting and smoothing). scripts/rescore_operating_point.py
-    calls it on finished runs."""
+    labels it trained on and config.optim's class weighting and smoothing). With --threshold-views the rule
+    runs on val_view_logits, (V, N, outputs) logits of V augmented views of the same images, pooled
+    (training/threshold_views.py). scripts/rescore_operating_point.py calls it on finished runs."""
     from mobilemed.evaluation.calibration import probabilities_from_logits
     from mobilemed.evaluation.thresholds import choose_thresholds, neutral_probabilities
+    from mobilemed.training.threshold_views import pooled
 
-    rule = config.operating_point
+    rule, views = config.operating_point, 1
     neutral = neutral_logits(spec.task, train_labels, config.optim.class_weighting,
                              smoothing=config.optim.label_smoothing)
+    if val_view_logits is not None:
+        views = len(val_view_logits)
+        val_labels, val_logits = pooled(val_labels, val_view_logits)
     val_prob = probabilities_from_logits(val_logits, spec.task, spec.temperature)
     thresholds = choose_thresholds(val_labels, val_prob, task=spec.task, rule=rule.threshold_rule,
                                    target=rule.threshold_target,
-                                   neutral=neutral_probabilities(neutral, spec.temperature))
+                                   neutral=neutral_probabilities(neutral, spec.temperature), views=views)
     return [float(t) for t in thresholds], neutral
+
+
+def _threshold_views(run_dir: Path, model, spec: ModelSpec, val, config, computed: np.ndarray | None):
+    """--threshold-views: the (V, N, outputs) logits of V augmented views of every validation image (`computed`
+    by the folds under --cv, else here by the deployed model), saved in the run folder; None without it."""
+    from mobilemed.training.threshold_views import save_views, view_logits
+
+    views = config.operating_point.threshold_views
+    if not views or spec.task == "multiclass":
+        return None
+    if computed is None:
+        computed = view_logits(model, val.images, spec, config.optim.augmentation, views=views,
+                               seed=config.optim.seed, progress=config.run.progress)
+    save_views(run_dir, computed, val.labels)
+    return computed
 
 
 def _split_predictions(part, logits: np.ndarray, spec: ModelSpec) -> SplitPredictions:

@@ -69,6 +69,9 @@ def _fit(config: TrainConfig, here: Dist) -> TrainResult | None:
     here.agree(_check_run_dir, run_dir, config, main_only=True)  # rank 0 writes the folder: its view counts
     weights = here.agree(backbone_state, config.model)
     table = here.agree(load_table, config.data, config.data_options)
+    if config.operating_point.threshold_views and table.task == "multiclass":
+        raise MobilemedError("--threshold-views moves decision thresholds, but a multi-class model decides by the "
+                             "largest probability and has none: drop --threshold-views")
     here.agree(check_leakage, table, strict=run.strict, main_only=True)
     image_size = config.model.image_size or default_image_size(table)
     images, keep = here.local_first(decoded_images, table, image_size, skip_bad=run.skip_bad, progress=run.progress,

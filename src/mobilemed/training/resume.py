@@ -11,6 +11,7 @@ from mobilemed.data.table import ImageTable
 from mobilemed.errors import MobilemedError
 from mobilemed.spec import ModelSpec
 from mobilemed import run_files
+from mobilemed.run_config import read_config
 from mobilemed.training import run_folder
 from mobilemed.training.config import TrainConfig, regroup
 
@@ -29,13 +30,13 @@ MAY_DIFFER = ("run", "version", "compute")
 def check_resume_config(run_dir: Path, config: TrainConfig) -> None:
     """Refuse a resume whose settings differ from the run's config.yaml, listing every difference."""
     path = Path(run_dir) / run_files.CONFIG
-    if not path.is_file():
-        return  # killed before config.yaml existed: nothing was trained, the run starts afresh
     try:
-        saved = (yaml.safe_load(path.read_text()) or {})["config"]
-        saved = _flatten(saved if saved.get("version") else regroup(saved))
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
-        raise MobilemedError(f"--resume: {path} is unreadable; start again with --overwrite") from None
+        saved = read_config(run_dir)
+    except MobilemedError as err:
+        raise MobilemedError(f"--resume: {err}") from None
+    if saved is None:
+        return  # killed before config.yaml existed: nothing was trained, the run starts afresh
+    saved = _flatten(saved if saved.get("version") else regroup(saved))
     ours = _flatten(yaml.safe_load(yaml.safe_dump(config.to_dict())))  # normalised as config.yaml was
     defaults = _flatten(yaml.safe_load(yaml.safe_dump(TrainConfig().to_dict())))
     saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}  # a field newer than the run: its default

@@ -198,10 +198,10 @@ class EpochLoop:
         self.loss_fn = make_loss(self.spec.task, self.plan.train_labels, optim.class_weighting,
                                  smoothing=optim.label_smoothing)
         self.history, start, self.stopper, self.best_state, stopped = [], 0, EarlyStopping(optim.patience), None, False
+        generator, scaler = torch.Generator(), self.here.grad_scaler()
         if resume is not None:
             start, self.history, self.stopper, self.best_state, stopped = _restore(
-                resume, self.model, self.optimizer, scheduler, ema, optim)
-        generator, scaler = torch.Generator(), self.here.grad_scaler()
+                resume, self.model, self.optimizer, scheduler, ema, optim, scaler)
         for epoch in range(start, start if stopped else optim.epochs):
             _seed_epoch(generator, optim.seed, epoch)
             self.here.seed_rank(generator)
@@ -210,7 +210,7 @@ class EpochLoop:
             stopped = self._epoch(epoch, generator, scheduler, ema, scaler)
             if self.here.is_main:
                 _save_last(self.run_dir, self.model, self.spec, self.optimizer, scheduler, ema, epoch, self.history,
-                           self.stopper, self.best_state, stopped)
+                           self.stopper, self.best_state, stopped, scaler)
             if stopped:
                 log.info("early stop: no validation AUROC gain for %d epochs", optim.patience)
                 break
@@ -276,20 +276,25 @@ def _with_state(model: nn.Module, state: dict) -> nn.Module:
     return shadow
 
 
-def _save_last(run_dir, model, spec, optimizer, scheduler, ema, epoch, history, stopper, best_state, stopped):
-    """Everything a resume needs to continue exactly where this epoch ended, early stop included."""
+def _save_last(run_dir, model, spec, optimizer, scheduler, ema, epoch, history, stopper, best_state, stopped,
+               scaler=None):
+    """Everything a resume needs to continue exactly where this epoch ended, early stop included (and fp16's
+    loss scale: a resume that started again from the initial scale would skip steps while it backs off)."""
     save_checkpoint(run_dir / run_files.LAST, model, spec, epoch=epoch + 1, optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), ema=None if ema is None else ema.state_dict(),
+                    scaler=None if scaler is None else scaler.state_dict(),
                     history=history, best_score=stopper.best, best_epoch=stopper.best_epoch, best_state=best_state,
                     stopped=stopped, complete=False)
 
 
-def _restore(payload: dict, model, optimizer, scheduler, ema, optim: OptimConfig):
+def _restore(payload: dict, model, optimizer, scheduler, ema, optim: OptimConfig, scaler=None):
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
     if ema is not None and payload.get("ema") is not None:
         ema.load_state_dict(payload["ema"])
+    if scaler is not None and payload.get("scaler"):  # absent: saved without fp16 (or before it was kept)
+        scaler.load_state_dict(payload["scaler"])
     stopper = EarlyStopping(optim.patience, payload["best_score"], payload["best_epoch"])
     stopped = bool(payload.get("stopped", False))
     log.info("resuming after epoch %d%s", payload["epoch"], " (it had stopped early)" if stopped else "")
