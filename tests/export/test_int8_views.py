@@ -22,8 +22,11 @@ def test_a_threshold_chosen_on_views_is_carried_by_rank_not_rechosen_on_the_plai
 
     carried = int8_operating_point(spec_with(4), None, {"logits": int8}, labels, fp32)
     (threshold,) = carried.thresholds
-    assert np.array_equal(1 / (1 + np.exp(-int8[:, 0])) >= threshold, called)
+    assert np.array_equal(1 / (1 + np.exp(-int8[:, 0])) >= threshold, called)  # same order: the very images
     assert "carried by rank" in carried.provenance["int8"]["thresholds"]
+    swapped = int8 + rng.normal(0, 0.3, int8.shape).astype(np.float32)  # a few swaps near the cut: the count holds
+    (threshold,) = int8_operating_point(spec_with(4), None, {"logits": swapped}, labels, fp32).thresholds
+    assert (1 / (1 + np.exp(-swapped[:, 0])) >= threshold).sum() == called.sum()
 
     rechosen = int8_operating_point(spec_with(None), None, {"logits": int8}, labels, fp32)
     assert rechosen.provenance["int8"]["thresholds"] == "re-chosen by the rule"

@@ -135,8 +135,9 @@ def int8_operating_point(spec, detector, int8_out: dict, labels: np.ndarray, ref
     """The spec with thresholds, temperature and OOD threshold re-chosen on the int8 outputs of validation
     images, by the rules the checkpoint's provenance records. Thresholds that training chose on augmented
     views (--threshold-views) are not re-chosen on the plain images, which would undo that choice: each is
-    carried over by rank, to the int8 threshold that calls the same validation images positive as the
-    checkpoint's did on `reference`, its fp32 validation logits (int8 keeps the ranking)."""
+    carried over by rank, to the int8 threshold that calls as many validation images positive as the
+    checkpoint's did on `reference`, its fp32 validation logits (int8 keeps the ranking but for a few swaps
+    near the cut, so the count, not the very images, is what can be kept exactly)."""
     from mobilemed.decision import probabilities
     from mobilemed.evaluation.calibration import fit_temperature
     from mobilemed.evaluation.thresholds import choose_thresholds, neutral_probabilities, recorded_neutral_logits
@@ -169,18 +170,17 @@ def int8_operating_point(spec, detector, int8_out: dict, labels: np.ndarray, ref
 
 
 def _same_calls(fp32_probs: np.ndarray, int8_probs: np.ndarray, thresholds: list[float]) -> list[float]:
-    """Per output, the int8 threshold that calls positive the int8 scores of the validation images the fp32
-    threshold called positive: halfway between the lowest such score and the highest of the rest."""
+    """Per output, the int8 threshold that calls as many validation images positive as the fp32 threshold
+    did: halfway between the n-th and (n+1)-th highest int8 scores, n the fp32 count."""
     fp32_probs, int8_probs = fp32_probs.reshape(len(fp32_probs), -1), int8_probs.reshape(len(int8_probs), -1)
     moved = []
     for k, threshold in enumerate(thresholds):
-        called = fp32_probs[:, k] >= threshold
-        scores = int8_probs[:, k]
-        if called.all() or not called.any():  # nothing to carry by rank: the checkpoint's threshold stays
+        n = int((fp32_probs[:, k] >= threshold).sum())
+        if n in (0, len(fp32_probs)):  # nothing to carry by rank: the checkpoint's threshold stays
             moved.append(float(threshold))
             continue
-        low, high = float(scores[called].min()), float(scores[~called].max())
-        moved.append((low + high) / 2 if high < low else low)  # a rank swap at the cut: the called side wins
+        ranked = np.sort(int8_probs[:, k])[::-1]
+        moved.append(float((ranked[n - 1] + ranked[n]) / 2))
     return moved
 
 
