@@ -66,7 +66,20 @@ def rescore(run_dir: Path, as_views: int | None = None) -> dict:
     return {"run": run_dir.name, "old threshold": spec.thresholds[0], "old acc": old["accuracy"]["value"],
             "neutral": neutral_probabilities(neutral, spec.temperature)[0], "threshold": threshold,
             "acc": report["accuracy"]["value"], "acc ci": report["accuracy"].get("ci"),
-            "auroc": report["auroc_macro"]["value"]}
+            "auroc": report["auroc_macro"]["value"], "best plain": best_j_at(spec, val.y_true, val.logits),
+            "best views": float("nan") if views is None else best_j_at(spec, val.y_true, val.logits, views)}
+
+
+def best_j_at(spec: ModelSpec, labels: np.ndarray, logits: np.ndarray, views: np.ndarray | None = None) -> float:
+    """Where validation's own J peaks (the youden_max threshold): on the plain images, or on the pooled views."""
+    from mobilemed.evaluation.calibration import probabilities_from_logits
+    from mobilemed.evaluation.thresholds import choose_thresholds
+    from mobilemed.training.threshold_views import pooled
+
+    if views is not None:
+        labels, logits = pooled(labels, views)
+    prob = probabilities_from_logits(logits, "binary", spec.temperature)
+    return choose_thresholds(labels, prob, task="binary", rule="youden_max")[0]
 
 
 def drawn_views(run_dir: Path, spec: ModelSpec, config: TrainConfig) -> np.ndarray:
@@ -105,12 +118,14 @@ def main(argv=None) -> int:
     parser.add_argument("--views", type=int, default=None, metavar="V",
                         help="re-choose as --threshold-views V would have (0: on the plain images)")
     args = parser.parse_args(argv)
-    print("| run | old threshold | test acc | neutral point | new threshold | test acc [95% CI] | test AUROC |")
-    print("|---|---:|---:|---:|---:|---|---:|")
+    print("| run | old threshold | test acc | val best J at: plain / views | neutral point | new threshold "
+          "| test acc [95% CI] | test AUROC |")
+    print("|---|---:|---:|---|---:|---:|---|---:|")
     rows = [rescore(run, args.views) for run in args.runs]
     for row in rows:
         low, high = row["acc ci"] or (float("nan"), float("nan"))
-        print(f"| {row['run']} | {row['old threshold']:.3f} | {row['old acc']:.3f} | {row['neutral']:.3f} "
+        print(f"| {row['run']} | {row['old threshold']:.3f} | {row['old acc']:.3f} "
+              f"| {row['best plain']:.3f} / {row['best views']:.3f} | {row['neutral']:.3f} "
               f"| {row['threshold']:.3f} | {row['acc']:.3f} [{low:.3f}, {high:.3f}] | {row['auroc']:.3f} |")
     acc = [row["acc"] for row in rows]
     print(f"test acc at the new thresholds: mean {np.mean(acc):.3f}, range {min(acc):.3f}-{max(acc):.3f} "
