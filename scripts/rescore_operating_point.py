@@ -97,6 +97,7 @@ def drawn_views(run_dir: Path, spec: ModelSpec, config: TrainConfig) -> np.ndarr
             raise SystemExit(f"{run_dir}: its validation images no longer match predictions_val.npz")
         return view_logits(model, images, spec, config.optim.augmentation, views=views, seed=seed)
     from mobilemed.batch_predict import predict_logits  # --cv: the pooled train+val images, fold by fold
+    from mobilemed.training.cross_validation import fold_seed
 
     pool = np.concatenate([run_split_images(run_dir, s, spec)[0] for s in ("train", "val")])
     with open(run_dir / "folds.csv", newline="") as handle:
@@ -108,7 +109,7 @@ def drawn_views(run_dir: Path, spec: ModelSpec, config: TrainConfig) -> np.ndarr
         if not np.allclose(predict_logits(model, held_out, spec), val.logits[fold == k], atol=1e-4):
             raise SystemExit(f"{run_dir}: fold {k}'s model does not reproduce its saved out-of-fold logits")
         out[:, fold == k] = view_logits(model, held_out, spec, config.optim.augmentation, views=views,
-                                        seed=seed * 1_009 + k)
+                                        seed=fold_seed(seed, k))
     return out
 
 

@@ -131,7 +131,7 @@ def _write_int8(fp32_path: Path, out: Path, spec, detector, run_dir: Path, calib
     return report
 
 
-def int8_operating_point(spec, detector, int8_out: dict, labels: np.ndarray, reference: np.ndarray | None = None):
+def int8_operating_point(spec, detector, int8_out: dict, labels: np.ndarray, reference: np.ndarray):
     """The spec with thresholds, temperature and OOD threshold re-chosen on the int8 outputs of validation
     images, by the rules the checkpoint's provenance records. Thresholds that training chose on augmented
     views (--threshold-views) are not re-chosen on the plain images, which would undo that choice: each is
@@ -143,15 +143,14 @@ def int8_operating_point(spec, detector, int8_out: dict, labels: np.ndarray, ref
     from mobilemed.evaluation.thresholds import choose_thresholds, neutral_probabilities, recorded_neutral_logits
 
     record = dict(spec.provenance or {})
-    rule = (record.get("thresholds") or {}).get("rule", spec.threshold_rule)
-    target = (record.get("thresholds") or {}).get("target")
+    chosen = record.get("thresholds") or {}
+    rule, target = chosen.get("rule", spec.threshold_rule), chosen.get("target")
     logits = int8_out["logits"]
     calibrated = isinstance(record.get("temperature"), dict)  # training fitted one: refit it for int8
     temperature = float(fit_temperature(logits, labels, task=spec.task)) if calibrated else spec.temperature
     probs = probabilities(logits, spec, temperature)
     neutral = neutral_probabilities(recorded_neutral_logits(record), temperature)
-    views = (record.get("thresholds") or {}).get("views")
-    carried = bool(views and reference is not None and spec.task != "multiclass")
+    carried = bool(chosen.get("views"))  # only a binary or multi-label run can have chosen on views
     if carried:
         thresholds = _same_calls(probabilities(reference, spec, spec.temperature), probs, spec.thresholds)
     else:

@@ -174,7 +174,7 @@ def _run_fold(run_dir: Path, k: int, spec: ModelSpec, pool, pooled: ImageTable, 
 
     fold_dir = Path(run_dir) / FOLDS_DIR / f"fold{k}"
     done = fold_dir / run_files.predictions_file(OOF)
-    wants_views = config.operating_point.threshold_views and spec.task != "multiclass"
+    wants_views = bool(config.operating_point.threshold_views)
     if config.run.resume and done.is_file():
         log.info("fold %d: finished before, reading %s", k, done)
         views = read_views(fold_dir) if wants_views else None
@@ -189,7 +189,7 @@ def _run_fold(run_dir: Path, k: int, spec: ModelSpec, pool, pooled: ImageTable, 
     table_k = fold_table(pooled, fold, k)
     payload = _resume_payload(fold_dir / run_files.LAST, spec, table_k) if config.run.resume else None
     run_folder.write_split(fold_dir, table_k)
-    seed_everything(config.optim.seed * 1_009 + k)  # the fold's initial head depends on (seed, fold) alone
+    seed_everything(fold_seed(config.optim.seed, k))  # the fold's initial head depends on (seed, fold) alone
     model = build_model(spec, weights)
     held_out = fold == k
     train_maps, val_maps = (shared.rows(model, np.flatnonzero(~held_out), np.flatnonzero(held_out))
@@ -201,16 +201,22 @@ def _run_fold(run_dir: Path, k: int, spec: ModelSpec, pool, pooled: ImageTable, 
              int((~held_out).sum()), int(held_out.sum()))
     trained = train_fn(model, spec, part, config, fold_dir, payload)
     logits = trained.logits["val"] if trained.logits else _predict(model, part["val"].images, spec, config)
-    views = view_logits(model, part["val"].images, spec, config.optim.augmentation,
-                        views=config.operating_point.threshold_views, seed=config.optim.seed * 1_009 + k,
-                        progress=config.run.progress) if wants_views else None
-    if views is not None:
+    views = None
+    if wants_views:  # fit() refused it for multi-class data before anything ran
+        views = view_logits(model, part["val"].images, spec, config.optim.augmentation,
+                            views=config.operating_point.threshold_views, seed=fold_seed(config.optim.seed, k),
+                            progress=config.run.progress)
         save_views(fold_dir, views, part["val"].labels)
     run_files.write_json(fold_dir / run_files.HISTORY, trained.history)
     run_files.write_split_predictions(fold_dir, OOF, SplitPredictions(
         part["val"].files, part["val"].labels, _probabilities(logits, spec), list(spec.class_names), spec.task,
         logits))  # written last: its presence marks the fold done
     return logits, views, _best_epoch(trained.history)
+
+
+def fold_seed(seed: int, k: int) -> int:
+    """Fold k's own seed (its initial head, its --threshold-views draws): a function of (seed, fold) alone."""
+    return seed * 1_009 + k
 
 
 def _resume_payload(last: Path, spec: ModelSpec, table: ImageTable) -> dict | None:

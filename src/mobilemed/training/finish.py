@@ -109,7 +109,7 @@ def _threshold_views(run_dir: Path, model, spec: ModelSpec, val, config, compute
     from mobilemed.training.threshold_views import save_views, view_logits
 
     views = config.operating_point.threshold_views
-    if not views or spec.task == "multiclass":
+    if not views:  # fit() refused it for multi-class data, whose argmax has no threshold
         return None
     if computed is None:
         computed = view_logits(model, val.images, spec, config.optim.augmentation, views=views,
