@@ -30,7 +30,8 @@ def predict_logits(model: nn.Module, images: np.ndarray, spec: ModelSpec, *, bat
 @torch.inference_mode()
 def predict_features_and_logits(model: nn.Module, images: np.ndarray, spec: ModelSpec, *, batch_size: int = 128,
                                 tta: bool = False, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(N, D) penultimate features and (N, num_outputs) logits of a MobileNetClassifier in one pass.
+    """(N, D) penultimate features and (N, num_outputs) logits of a classifier in one pass (of an ensemble:
+    its first member's features, models/ensemble.py).
 
     The logits are exactly predict_logits'. Under tta the features are those of the unshifted image
     only: the OOD detector was fitted and thresholded on unshifted images, and averaging shifted views
@@ -39,9 +40,9 @@ def predict_features_and_logits(model: nn.Module, images: np.ndarray, spec: Mode
     features, logits = [], []
     for x in _input_batches(images, spec, batch_size, progress):
         views = shifted_views(x) if tta else [x]  # the centre view is views[0]
-        pooled = [model.backbone(v.contiguous(memory_format=torch.channels_last)) for v in views]  # (B, D) each
-        features.append(pooled[0].numpy())
-        logits.append(torch.stack([model.head(f) for f in pooled]).mean(0).numpy())
+        outputs = [model.features_and_logits(v.contiguous(memory_format=torch.channels_last)) for v in views]
+        features.append(outputs[0][0].numpy())  # (B, D): the centre view's
+        logits.append(torch.stack([z for _, z in outputs]).mean(0).numpy())
     return np.concatenate(features).astype(np.float32), np.concatenate(logits).astype(np.float32)
 
 

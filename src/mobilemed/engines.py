@@ -35,8 +35,8 @@ def load_predictor(path, *, engine: str = "auto", allow_incomplete: bool = False
     from mobilemed.inference import Predictor
 
     predictor = Predictor.from_checkpoint(path, allow_incomplete=allow_incomplete)
-    if engine == "auto":  # a fold ensemble (--cv-ensemble) has no ONNX graph: it runs in torch
-        engine = "onnx" if onnx_available() and predictor.spec.ensemble_size == 1 else "torch"
+    if engine == "auto":
+        engine = "onnx" if onnx_available() else "torch"
     return predictor if engine == "torch" else as_onnx(predictor, path)
 
 

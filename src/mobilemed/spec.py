@@ -53,7 +53,7 @@ class ModelSpec:
     body_parts: list[str] = field(default_factory=list)      # their BodyPartExamined values, where present
     source_formats: list[str] = field(default_factory=list)  # file kinds trained on: "dicom", "jpeg", "png"...
     provenance: dict = field(default_factory=dict)           # where thresholds / temperature / OOD threshold came from
-    ensemble_size: int = 1  # > 1: a fold ensemble (train --cv-ensemble) averaging this many networks' probabilities
+    ensemble_size: int = 1  # > 1: an ensemble (train --ensemble, --cv-ensemble) averaging this many networks' probabilities
 
     def __post_init__(self):
         if not isinstance(self.task, str) or self.task not in TASKS:

@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from mobilemed.batch_predict import predict_features_and_logits
 from mobilemed.checkpoint import load_checkpoint, read_checkpoint
+from mobilemed.data.transforms import normalise_pixels
 from mobilemed.cli.main import main
 from mobilemed.data.table import ImageTable
 from mobilemed.decision import probabilities
@@ -15,6 +17,7 @@ from mobilemed.errors import MobilemedError
 from mobilemed.evaluation.thresholds import choose_thresholds, neutral_probabilities
 from mobilemed.inference import Predictor
 from mobilemed.models.ensemble import EnsembleClassifier
+from mobilemed.onnx_model import OnnxModel
 from mobilemed.run_files import read_split_predictions
 from mobilemed.training import fit as fit_module
 from mobilemed.training.cross_validation import assign_cv_folds, pooled_table
@@ -143,7 +146,7 @@ def test_an_interrupted_cv_run_resumes_without_retraining_finished_folds(blobs, 
     assert load_checkpoint(out / "best.pt")[1].thresholds == pytest.approx(load_checkpoint(cv_run / "best.pt")[1].thresholds)
 
 
-def test_fold_ensemble_predicts_and_evaluates_but_refuses_export(blobs, tmp_path, capsys):
+def test_fold_ensemble_predicts_evaluates_and_exports(blobs, tmp_path, capsys):
     out = tmp_path / "ens"
     assert cv_train(blobs, out, "--cv-ensemble") == 0
     model, spec = load_checkpoint(out / "best.pt")
@@ -156,10 +159,16 @@ def test_fold_ensemble_predicts_and_evaluates_but_refuses_export(blobs, tmp_path
     assert len(predicted.files) == len(test.files)
     assert main(["--quiet", "evaluate", str(out / "best.pt"), str(blobs), "--split", "test",
                  "--out", str(tmp_path / "eval")]) == 0
-    capsys.readouterr()
-    assert main(["--quiet", "export", str(out / "best.pt")]) == 2
-    assert "cannot be exported to ONNX" in capsys.readouterr().err
-    assert not list(out.glob("*.onnx"))
+    assert main(["--quiet", "export", str(out / "best.pt")]) == 0  # one graph holding both fold networks
+    parity = json.loads((out / "best.onnx.parity.json").read_text())
+    assert parity["fp32_max_abs_logit_diff"] < 1e-3 and "fp32_max_rel_ood_score_diff" in parity
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 32, spec.in_chans), dtype=np.uint8)
+    features, logits = predict_features_and_logits(model, pixels, spec)
+    exported = OnnxModel(out / "best.onnx").forward(pixels)
+    with torch.no_grad():  # the OOD features are the first fold network's, the logits the ensemble's
+        first = model.members[0].backbone(normalise_pixels(torch.from_numpy(pixels), spec)).numpy()
+    assert np.allclose(features, first, atol=1e-5) and np.allclose(exported["features"], first, atol=1e-3)
+    assert np.allclose(exported["logits"], logits, atol=1e-3) and "ood_score" in exported
 
 
 @pytest.mark.parametrize("flags,message", [(["--cv", "1"], "at least 2"), (["--cv-ensemble"], "add --cv K")])

@@ -220,7 +220,7 @@ def test_cross_validation_on_cached_frozen_blocks_runs_the_prefix_once(shared, t
                  "--prefix-views", "2", "--crop-scale", "0.5", "--epochs", "1", "--batch-size", "8", "--cv", "3",
                  "--no-gallery", "--n-bootstrap", "20"]) == 0
     assert len(passes) == 2  # 3 folds and the refit share one pass of views and one plain pass (not 8 passes)
-    assert json.loads((out / "folds/fold1/prefix_cache.json").read_text())["shared_by_the_cv_folds"] is True
+    assert json.loads((out / "folds/fold1/prefix_cache.json").read_text())["shared_prefix_pass"] is True
     oof = np.load(out / "predictions_val.npz", allow_pickle=False)
     assert len(oof["files"]) == 32 and np.isfinite(oof["logits"]).all()  # every train+val image held out once
 

@@ -39,6 +39,11 @@ def add_arguments(parser) -> None:
                        help="finetune: keep the first K feature blocks frozen (eval mode), compute their output once "
                             "(ONNX Runtime, cached in fp16) and train only the later blocks and the head on it; "
                             "mobilenet_v2 has 19 blocks, e.g. 14 (0: off)")
+    model.add_argument("--ensemble", type=POSITIVE_INT, default=1, metavar="N",
+                       help="train N networks on the train split, each from its own seed, and deploy their mean "
+                            "probability (thresholds chosen on the ensemble's validation predictions): seed-to-seed "
+                            "variation on images from another population shrinks; N times the training time "
+                            "(1: one network; not with --cv, whose --cv-ensemble deploys the fold networks)")
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=POSITIVE_INT, default=10, help="training epochs, at least 1")
     opt.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="images per step, at least 1")
@@ -124,8 +129,8 @@ def config_from_args(args) -> TrainConfig:
     return TrainConfig(
         data=args.data, data_options=data_options(args),
         model=ModelChoice(arch=args.arch, weights=args.weights, mode=args.mode, image_size=args.image_size,
-                          feature_precision=args.feature_precision,
-                          dropout=args.dropout, tta=args.tta, freeze_blocks=args.freeze_blocks),
+                          feature_precision=args.feature_precision, dropout=args.dropout, tta=args.tta,
+                          freeze_blocks=args.freeze_blocks, ensemble=args.ensemble),
         optim=OptimConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           backbone_lr_scale=args.backbone_lr_scale, head_warmup_epochs=args.head_warmup_epochs,
                           optimizer=args.optimizer, weight_decay=args.weight_decay, scheduler=args.scheduler,

@@ -243,5 +243,23 @@ def plot_training_curves(history: list[dict], fig=None):
     return fig
 
 
+def plot_member_curves(histories: dict[str, list[dict]], fig=None):
+    """An ensemble's networks (--ensemble members, --cv folds): validation loss and AUROC against epoch, one line
+    per network, so a member that trained differently from the others shows."""
+    fig = fig or new_figure((10.0, 4.0))
+    loss_ax, auroc_ax = fig.subplots(1, 2)
+    for name, history in histories.items():
+        epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+        loss_ax.plot(epochs, _series(history, "val_loss"), "o-", ms=3, label=name)
+        auroc_ax.plot(epochs, _series(history, "val_auroc"), "o-", ms=3, label=name)
+    loss_ax.set(title="Validation loss", xlabel="Epoch", ylabel="Loss (cross-entropy)")
+    auroc_ax.set(title="Validation AUROC", xlabel="Epoch", ylabel="AUROC (macro)")
+    for ax in (loss_ax, auroc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    return fig
+
+
 def _series(history: list[dict], key: str) -> list[float]:
     return [float(h[key]) if h.get(key) is not None else float("nan") for h in history]

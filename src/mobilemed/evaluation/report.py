@@ -106,6 +106,7 @@ def _summary(run: RunData, split: str | None, metrics: dict | None) -> str:
              ("Operating point", _operating_point(spec, task)),
              ("Temperature", f"{spec.get('temperature', 1.0):.3f}" if spec else "not recorded"),
              *_evaluated(split, metrics), *_cross_validation(run.metrics.get("cv")),
+             *_seed_ensemble(run.metrics.get("ensemble")),
              ("Out of distribution", _ood_text((metrics or {}).get("ood"), spec))]
     body = h.key_values(pairs)
     if (metrics or {}).get("ood", {}).get("warning"):
@@ -148,6 +149,16 @@ def _cross_validation(cv: dict | None) -> list[tuple[str, str]]:
                                  f"out-of-fold AUROC {_ci_text(pooled['auroc_macro'])}, accuracy "
                                  f"{_ci_text(pooled.get('accuracy'))}; AUROC per fold {folds}. {cv['note']}"),
             ("Deployed model", cv["deployed"])]
+
+
+def _seed_ensemble(ensemble: dict | None) -> list[tuple[str, str]]:
+    """The --ensemble summary: each member's seed, best epoch and validation AUROC, and what was deployed."""
+    if not ensemble:
+        return []
+    members = "; ".join(f"seed {s}: AUROC {a:.3f} (epoch {e})" for s, a, e in zip(
+        ensemble["seeds"], ensemble["val_auroc_per_member"], ensemble["best_epoch_per_member"]))
+    return [("Ensemble members", f"{ensemble['members']} networks, validation per member: {members}"),
+            ("Deployed model", ensemble["deployed"])]
 
 
 def _ood_text(ood: dict | None, spec: dict) -> str:
@@ -193,6 +204,13 @@ def _ci_text(entry: dict | None) -> str:
 
 
 def _curves(run: RunData, figures: _Figures) -> str:
+    if not run.history and run.member_histories:  # an ensemble of members or folds: each network's own curves
+        fig = plots.plot_member_curves(run.member_histories)
+        best = ", ".join(f"{name} {max(_finite_aurocs(history), default=float('nan')):.3f}"
+                         for name, history in run.member_histories.items())
+        return h.paragraph(f"{len(run.member_histories)} networks, each trained in its own folder; the best "
+                           f"validation AUROC of each: {best}.") + figures.image(
+            fig, "training_curves", "validation loss and AUROC by epoch of every network")
     if not run.history:
         return h.note("No history.json: this run has no training curves (for example an evaluate-only run).")
     fig = plots.plot_training_curves(run.history)
@@ -203,6 +221,10 @@ def _curves(run: RunData, figures: _Figures) -> str:
         text += f"; the best validation AUROC {best['val_auroc']:.3f} was reached at epoch {best.get('epoch')}"
     return h.paragraph(text + ".") + figures.image(fig, "training_curves", "training and validation loss and "
                                                    "validation AUROC by epoch")
+
+
+def _finite_aurocs(history: list) -> list[float]:
+    return [e["val_auroc"] for e in history if e.get("val_auroc") is not None and e["val_auroc"] == e["val_auroc"]]
 
 
 def _metrics_section(run: RunData, split: str | None, metrics: dict | None) -> str:

@@ -28,6 +28,7 @@ class RunData:
     split_rows: list[dict] | None = None
     predictions: dict[str, SplitPredictions] = field(default_factory=dict)
     gallery: list[dict] | None = None
+    member_histories: dict[str, list] = field(default_factory=dict)  # --ensemble / --cv: "member0" -> history
 
     @property
     def name(self) -> str:
@@ -47,6 +48,10 @@ def load_run(run_dir) -> RunData:
                   metrics=_metrics(path / rf.METRICS), history=rf.read_json(path / rf.HISTORY),
                   versions=rf.read_json(path / rf.VERSIONS), split_rows=_split_rows(path / rf.SPLIT),
                   gallery=rf.read_json(path / rf.GALLERY / rf.GALLERY_INDEX))
+    for folder in sorted([*path.glob("members/member*"), *path.glob("folds/fold*")], key=_numbered):
+        history = rf.read_json(folder / rf.HISTORY)
+        if history:
+            run.member_histories[folder.name] = history
     for split in ("val", "test"):
         if (path / rf.predictions_file(split)).is_file():
             run.predictions[split] = read_split_predictions(path, split)
@@ -54,6 +59,12 @@ def load_run(run_dir) -> RunData:
         raise MobilemedError(f"{path} has neither metrics.json nor predictions_*.npz: is it a finished run "
                              f"folder? Train with `mobilemed train` or pass another folder")
     return run
+
+
+def _numbered(folder: Path) -> tuple[str, int]:
+    """member2 before member10."""
+    stem = folder.name.rstrip("0123456789")
+    return stem, int(folder.name[len(stem):] or 0)
 
 
 def _metrics(path: Path) -> dict:

@@ -10,11 +10,13 @@ the rest in 83% of held-out images (0% at the 2x2 last block; LayerCAM, made for
 and its heatmaps are uncorrelated with those of re-initialised models (Adebayo et al. 2018), there and on a
 real PneumoniaMNIST probe; at 224 px the 14x14 block's median patch-to-rest ratio is twice the 7x7's.
 The heavy lifting is done by pytorch-grad-cam (the `explain` extra); this module only chooses layer and
-targets and keeps the model unchanged.
+targets and keeps the model unchanged. An ensemble (train --ensemble, --cv-ensemble) is explained by the mean
+of its members' maps for the class the ensemble decides.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import textwrap
@@ -94,6 +96,8 @@ def compute_gradcam(model: nn.Module, images: torch.Tensor, *, spec: ModelSpec,
     is left behind.
     """
     cam = cam or cam_layer_for(spec)
+    if isinstance(getattr(model, "members", None), nn.ModuleList):
+        return _ensemble_gradcam(model, images, spec, target_classes, cam)
     FeatureCAM, targets_for = _import_grad_cam(cam.method)
     layer = _cam_layer(model, spec, cam.layer)
     # Callers often sit in a no_grad or inference_mode block; Grad-CAM needs autograd whatever they chose.
@@ -114,6 +118,22 @@ def compute_gradcam(model: nn.Module, images: torch.Tensor, *, spec: ModelSpec,
     _log_once(cam, spec.arch, spec.image_size)
     heatmaps = upsample_cam(np.nan_to_num(cams.astype(np.float32)), tuple(images.shape[-2:]))
     return np.clip(heatmaps, 0.0, 1.0)
+
+
+def _ensemble_gradcam(model: nn.Module, images: torch.Tensor, spec: ModelSpec, target_classes,
+                      cam: CamLayer) -> np.ndarray:
+    """An ensemble's heatmaps (models/ensemble.py): the mean of its members' Grad-CAM maps for one class per
+    image (the ensemble's own decision unless told), each member's map scaled to its maximum as
+    compute_gradcam gives it, the mean scaled again. Every member weighs the same, as its probability does in
+    the ensemble's mean; a region only one member relies on comes out fainter than one all of them use."""
+    with _preserved_state(model), torch.no_grad():
+        model.eval()
+        classes = _resolve_targets(model, images, spec, target_classes)
+    single = dataclasses.replace(spec, ensemble_size=1)
+    maps = np.mean([compute_gradcam(member, images, spec=single, target_classes=classes, cam=cam)
+                    for member in model.members], axis=0)  # (B, H, W)
+    peak = maps.reshape(len(maps), -1).max(axis=1)
+    return np.clip(maps / np.maximum(peak, 1e-12)[:, None, None], 0.0, 1.0).astype(np.float32)
 
 
 def randomised_weights_correlation(model: nn.Module, images: torch.Tensor, *, spec: ModelSpec,

@@ -46,10 +46,6 @@ def export_checkpoint(checkpoint, out=None, *, int8: bool = False, calibration_s
     out = Path(out) if out else checkpoint.with_suffix(".int8.onnx" if int8 else ".onnx")
     _check_out(out, checkpoint)
     model, spec = load_checkpoint(checkpoint)
-    if spec.ensemble_size > 1:
-        raise MobilemedError(f"{checkpoint} is a fold ensemble of {spec.ensemble_size} networks (train --cv-ensemble), "
-                             "which cannot be exported to ONNX yet; train with --cv K without --cv-ensemble for a "
-                             "single refitted model that exports")
     detector = load_ood_detector(checkpoint)
     run_dir = checkpoint.parent
     val_images, val_labels = run_split_images(run_dir, "val", spec, progress=progress)

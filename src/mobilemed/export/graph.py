@@ -49,11 +49,12 @@ class ExportModule(nn.Module):
     def forward(self, pixels: torch.Tensor):
         x = normalise_pixels(pixels, self.spec)  # (N, C, S, S)
         views = shifted_views(x) if self.spec.tta else [x]
-        pooled = [self.model.backbone(v) for v in views]  # (N, D) each; the centre view first
-        logits = torch.stack([self.model.head(f) for f in pooled]).mean(0)
+        outputs = [self.model.features_and_logits(v) for v in views]  # the centre view first
+        features = outputs[0][0]  # (N, D)
+        logits = torch.stack([z for _, z in outputs]).mean(0)
         if self.ood is None:
-            return logits, pooled[0]
-        return logits, pooled[0], self.ood(pooled[0])
+            return logits, features
+        return logits, features, self.ood(features)
 
 
 def output_names(detector: MahalanobisDetector | None) -> tuple[str, ...]:

@@ -50,6 +50,16 @@ class MobileNetClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_outputs) logits
         return self.head(self.backbone(x))
 
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """((B, D) penultimate features, (B, num_outputs) logits) in one pass: the OOD detector reads the first."""
+        features = self.backbone(x)
+        return features, self.head(features)
+
+    @property
+    def feature_network(self) -> nn.Module:
+        """The network whose penultimate features the OOD detector is fitted on and scores."""
+        return self.backbone
+
     def freeze_backbone(self, frozen: bool = True) -> "MobileNetClassifier":
         self.backbone_frozen = frozen
         for p in self.backbone.parameters():

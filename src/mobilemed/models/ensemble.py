@@ -1,9 +1,11 @@
-"""A fold ensemble (train --cv K --cv-ensemble): K classifiers of one spec whose probabilities are averaged.
+"""An ensemble (train --ensemble N, or --cv K --cv-ensemble): classifiers of one spec whose probabilities are
+averaged.
 
 forward returns logits whose sigmoid (binary, multilabel) or softmax (multiclass) is the members' mean
-probability, so every consumer of logits (predict, evaluate, the spec's temperature and thresholds) reads an
-ensemble like one network. What needs one network's features or gradients (the OOD detector, Grad-CAM, the
-ONNX graph) is refused with a message naming the fix, through `backbone`, the attribute all of them use.
+probability, so every consumer of logits (predict, evaluate, the spec's temperature and thresholds, the ONNX
+graph) reads an ensemble like one network. The OOD detector reads the first member's features
+(features_and_logits, feature_network); Grad-CAM averages the members' maps (explain/gradcam.py). Code
+that asks for one network's `backbone` is refused with a message naming what to use instead.
 """
 from __future__ import annotations
 
@@ -14,9 +16,8 @@ from torch import nn
 
 from mobilemed.errors import MobilemedError
 
-NOT_ONE_NETWORK = ("this model is a fold ensemble (train --cv-ensemble) of {k} networks: Grad-CAM, ONNX export and "
-                   "the OOD check need one network; train with --cv K without --cv-ensemble for a single refitted "
-                   "model")
+NOT_ONE_NETWORK = ("this model is an ensemble (train --ensemble or --cv-ensemble) of {k} networks and has no one "
+                   "backbone: use .members[k].backbone, or .feature_network for the features the OOD check reads")
 
 
 class EnsembleClassifier(nn.Module):
@@ -28,7 +29,23 @@ class EnsembleClassifier(nn.Module):
         self.task = task
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_outputs) logits
-        z = torch.stack([member(x) for member in self.members])  # (K, B, O)
+        return self._mean_probability(torch.stack([member(x) for member in self.members]))
+
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """((B, D) features of the first member, (B, num_outputs) ensemble logits) in one pass of each member.
+
+        The OOD check asks whether an image lies where the training images' features lie; the members were
+        trained on the same images, so one member's feature space answers it as well as any: the first's."""
+        features, first = self.members[0].features_and_logits(x)
+        rest = [member(x) for member in self.members[1:]]
+        return features, self._mean_probability(torch.stack([first, *rest]))
+
+    @property
+    def feature_network(self) -> nn.Module:
+        """The first member's backbone: the feature space of the OOD detector (features_and_logits)."""
+        return self.members[0].feature_network
+
+    def _mean_probability(self, z: torch.Tensor) -> torch.Tensor:  # (K, B, O) member logits -> (B, O)
         log_k = math.log(len(self.members))
         if self.task == "multiclass":  # log of the mean softmax: softmax of it is the mean probability
             return torch.logsumexp(torch.log_softmax(z, dim=-1), dim=0) - log_k

@@ -26,6 +26,7 @@ CLASS_WEIGHTINGS = ("balanced", "none")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_DTYPES = ("off", "bf16", "fp16")
 CONFIG_VERSION = 2
+MAX_ENSEMBLE = 16  # --ensemble: each member is a full training; more is hours without a measurable gain
 MAX_THRESHOLD_VIEWS = 64  # each view is a full pass over validation: more is cost without a better estimate
 
 
@@ -49,6 +50,7 @@ class ModelChoice:
     dropout: float = 0.2
     tta: bool = False                  # average predictions over the image and small shifts of it
     freeze_blocks: int = 0             # finetune: first k feature blocks frozen, their output cached (prefix_finetune)
+    ensemble: int = 1                  # > 1: this many networks from their own seeds, mean probability (seed_ensemble)
 
     def __post_init__(self):
         from mobilemed.models.registry import get_backbone
@@ -62,6 +64,9 @@ class ModelChoice:
                                  f"needs (it downsamples 32x); use --image-size {smallest} or more")
         if not 0 <= self.dropout < 1:
             raise MobilemedError(f"--dropout is a fraction in [0, 1); got {self.dropout}")
+        if not isinstance(self.ensemble, int) or not 1 <= self.ensemble <= MAX_ENSEMBLE:
+            raise MobilemedError(f"--ensemble is a number of networks, 1 to {MAX_ENSEMBLE} (e.g. 3; 1: one network); "
+                                 f"got {self.ensemble}")
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,9 @@ class TrainConfig:
             if isinstance(getattr(self, name), dict):
                 object.__setattr__(self, name, cls(**getattr(self, name)))
         _check_speedups(self.model, self.optim)
+        if self.model.ensemble > 1 and self.operating_point.cv_folds:
+            raise MobilemedError("--ensemble N trains N networks on the train split, --cv K one network per fold: "
+                                 "choose one (--cv K --cv-ensemble deploys the fold networks together)")
 
     @property
     def uses_augmentation(self) -> bool:

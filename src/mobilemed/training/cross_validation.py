@@ -35,6 +35,8 @@ from mobilemed.errors import MobilemedError
 from mobilemed.run_files import SplitPredictions
 from mobilemed.spec import ModelSpec
 from mobilemed.training import run_folder
+from mobilemed.training.members import (best_epoch, load_ensemble, predict, probabilities, shared_prefix,
+                                         validation_auroc)
 
 log = logging.getLogger(__name__)
 FOLDS_CSV = "folds.csv"
@@ -104,21 +106,22 @@ def cross_validate(run_dir: Path, model, spec: ModelSpec, data: dict, table: Ima
                      np.concatenate([data["train"].labels, data["val"].labels]),
                      np.concatenate([data["train"].files, data["val"].files]))
     folds = int(fold.max()) + 1
-    shared = _shared_prefix(pool, spec, config)
+    shared = shared_prefix(pool, spec, config)
     oof_logits, oof_views, best_epochs, per_fold = None, None, [], []
     for k in range(folds):
-        logits, views, best_epoch = _run_fold(run_dir, k, spec, pool, pooled, fold, config, weights, train_fn,
+        logits, views, kept_epoch = _run_fold(run_dir, k, spec, pool, pooled, fold, config, weights, train_fn,
                                               shared)
         oof_logits = np.zeros((len(pool.labels), *logits.shape[1:]), logits.dtype) if oof_logits is None else oof_logits
         oof_logits[fold == k] = logits
         if views is not None:  # --threshold-views: each fold model's views of its own held-out images
             oof_views = np.zeros((len(views), *oof_logits.shape), np.float32) if oof_views is None else oof_views
             oof_views[:, fold == k] = views
-        best_epochs.append(best_epoch)
-        per_fold.append(_fold_auroc(pool.labels[fold == k], logits, spec))
+        best_epochs.append(kept_epoch)
+        per_fold.append(validation_auroc(pool.labels[fold == k], logits, spec))
     log.info("cross-validation: %d folds, AUROC per fold %s", folds, [round(a, 4) for a in per_fold])
     if config.operating_point.cv_ensemble:
-        (model, spec), history = _fold_ensemble(run_dir, spec, folds), []
+        model, spec = load_ensemble([Path(run_dir) / FOLDS_DIR / f"fold{k}" for k in range(folds)], spec)
+        history = []
         deployed = f"the ensemble of the {folds} fold models (mean probability)"
     else:
         epochs = int(np.median(best_epochs))
@@ -134,34 +137,11 @@ def cross_validate(run_dir: Path, model, spec: ModelSpec, data: dict, table: Ima
         deployed = f"refit on all of train+val for {epochs} epochs (the folds' median best epoch)"
     logits = {"val": oof_logits, **({"val_views": oof_views} if oof_views is not None else {})}
     if len(data["test"].images):
-        logits["test"] = _predict(model, data["test"].images, spec, config)
+        logits["test"] = predict(model, data["test"].images, spec, config)
     result = finish_run(run_dir, model, spec, {"train": pool, "val": pool, "test": data["test"]}, config, history,
                         seconds=time.perf_counter() - started, logits=logits)
     _add_cv_metrics(run_dir, result, config, per_fold, best_epochs, deployed)
     return result
-
-
-def _fold_ensemble(run_dir: Path, spec: ModelSpec, folds: int):
-    """(EnsembleClassifier of the fold models' best weights, its spec)."""
-    from mobilemed.checkpoint import read_checkpoint
-    from mobilemed.models import build_model
-
-    spec = dataclasses.replace(spec, ensemble_size=folds)
-    model = build_model(spec)
-    for k, member in enumerate(model.members):
-        member.load_state_dict(read_checkpoint(Path(run_dir) / FOLDS_DIR / f"fold{k}" / run_files.BEST)["model"])
-    return model.eval(), spec
-
-
-def _shared_prefix(pool, spec: ModelSpec, config):
-    """The folds' shared frozen-prefix maps (training/prefix_finetune.py: SharedPrefixMaps), or None when the
-    run does not fine-tune on cached frozen blocks."""
-    if config.model.mode != "finetune" or not config.model.freeze_blocks:
-        return None
-    from mobilemed.training.prefix_finetune import SharedPrefixMaps
-
-    return SharedPrefixMaps(pool.images, spec, config.optim, freeze_blocks=config.model.freeze_blocks,
-                            progress=config.run.progress)
 
 
 def _run_fold(run_dir: Path, k: int, spec: ModelSpec, pool, pooled: ImageTable, fold: np.ndarray, config, weights,
@@ -182,7 +162,7 @@ def _run_fold(run_dir: Path, k: int, spec: ModelSpec, pool, pooled: ImageTable, 
             raise MobilemedError(f"--resume: {fold_dir} finished without its threshold views; start again with "
                                  "--overwrite")
         return run_files.read_split_predictions(fold_dir, OOF).logits, None if views is None else views[0], \
-            _best_epoch(run_files.read_json(fold_dir / run_files.HISTORY))
+            best_epoch(run_files.read_json(fold_dir / run_files.HISTORY))
     fold_dir.mkdir(parents=True, exist_ok=True)
     for stale in fold_dir.glob(".*.tmp"):  # a killed write's leftovers; never read
         stale.unlink()
@@ -200,7 +180,7 @@ def _run_fold(run_dir: Path, k: int, spec: ModelSpec, pool, pooled: ImageTable, 
     log.info("fold %d of %d: training on %d images, holding out %d", k + 1, int(fold.max()) + 1,
              int((~held_out).sum()), int(held_out.sum()))
     trained = train_fn(model, spec, part, config, fold_dir, payload)
-    logits = trained.logits["val"] if trained.logits else _predict(model, part["val"].images, spec, config)
+    logits = trained.logits["val"] if trained.logits else predict(model, part["val"].images, spec, config)
     views = None
     if wants_views:  # fit() refused it for multi-class data before anything ran
         views = view_logits(model, part["val"].images, spec, config.optim.augmentation,
@@ -209,9 +189,9 @@ def _run_fold(run_dir: Path, k: int, spec: ModelSpec, pool, pooled: ImageTable, 
         save_views(fold_dir, views, part["val"].labels)
     run_files.write_json(fold_dir / run_files.HISTORY, trained.history)
     run_files.write_split_predictions(fold_dir, OOF, SplitPredictions(
-        part["val"].files, part["val"].labels, _probabilities(logits, spec), list(spec.class_names), spec.task,
+        part["val"].files, part["val"].labels, probabilities(logits, spec), list(spec.class_names), spec.task,
         logits))  # written last: its presence marks the fold done
-    return logits, views, _best_epoch(trained.history)
+    return logits, views, best_epoch(trained.history)
 
 
 def fold_seed(seed: int, k: int) -> int:
@@ -223,32 +203,6 @@ def _resume_payload(last: Path, spec: ModelSpec, table: ImageTable) -> dict | No
     from mobilemed.training.resume import resume_state
 
     return resume_state(last.parent, spec, table) if last.is_file() else None
-
-
-def _predict(model, images, spec: ModelSpec, config) -> np.ndarray:
-    from mobilemed.batch_predict import predict_logits
-
-    return predict_logits(model, images, spec, tta=spec.tta, progress=config.run.progress)
-
-
-def _probabilities(logits: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    from mobilemed.decision import probabilities
-
-    return probabilities(logits, spec.task, 1.0)
-
-
-def _best_epoch(history: list | None) -> int:
-    """The epoch (1-based) whose validation AUROC was the best: the one the fold's model was kept from."""
-    rows = [r for r in history or [] if r.get("val_auroc") is not None and np.isfinite(r["val_auroc"])]
-    if not rows:
-        return max(1, len(history or []))
-    return int(max(rows, key=lambda r: r["val_auroc"])["epoch"])
-
-
-def _fold_auroc(labels: np.ndarray, logits: np.ndarray, spec: ModelSpec) -> float:
-    from mobilemed.training.scoring import validation_metrics
-
-    return float(validation_metrics(labels, logits, spec.task)["val_auroc"])
 
 
 def _add_cv_metrics(run_dir: Path, result, config, per_fold: list, best_epochs: list, deployed: str) -> None:

@@ -28,7 +28,7 @@ def fit_detector(model, spec: ModelSpec, data: dict, *, quantile: float, cached:
     Class-conditional for binary / multiclass, one class-agnostic Gaussian for multilabel (see mobilemed.ood).
     Also sets the spec's OOD fields. Returns (detector, {"val": scores, "test": scores})."""
     features = {name: part.features if getattr(part, "features", None) is not None else
-                frozen_features(model.backbone, part.images, spec, progress=progress, use_cache=cached)
+                frozen_features(model.feature_network, part.images, spec, progress=progress, use_cache=cached)
                 for name, part in data.items() if len(part.images)}
     labels = None if spec.task == "multilabel" else data["train"].labels
     detector = MahalanobisDetector().fit(features["train"], labels).set_threshold(features["val"], quantile)

@@ -254,6 +254,9 @@ def check_distributed(config, here: Dist):
     if config.operating_point.cv_folds:
         raise MobilemedError("--cv trains its folds one after the other on one process; drop --cv or run without "
                              "--nproc/torchrun")
+    if config.model.ensemble > 1:
+        raise MobilemedError("--ensemble trains its networks one after the other on one process; drop --ensemble or "
+                             "run without --nproc/torchrun")
     if config.model.mode != "linear-probe" and config.model.freeze_blocks:
         raise MobilemedError("--freeze-blocks caches the frozen prefix on one process; drop --freeze-blocks or run "
                              "without --nproc/torchrun")

@@ -59,8 +59,7 @@ def finish_run(run_dir: Path, model, spec: ModelSpec, data: dict, config, histor
     record_provenance(spec, config, len(val.labels))
     spec.provenance["thresholds"]["neutral_logits"] = neutral  # recalibrate and int8 export reuse the loss's point
     detector, ood_scores = fit_detector(model, spec, data, quantile=rule.ood_quantile, progress=progress,
-                                        cached=config.model.mode == "linear-probe") \
-        if spec.ensemble_size == 1 else (None, {})  # a fold ensemble has no one feature space to score
+                                        cached=config.model.mode == "linear-probe")
     save_checkpoint(run_dir / run_files.BEST, model, spec, history=history, complete=True,
                     ood=ood_payload(detector) if detector else None)
     run_files.write_json(run_dir / run_files.SPEC, spec.to_dict())
@@ -144,7 +143,7 @@ def write_outputs(run_dir: Path, model, spec: ModelSpec, part, pred: SplitPredic
     never loses the trained model."""
     from mobilemed.evaluation.report import write_report
 
-    if config.run.gallery and spec.ensemble_size == 1:  # Grad-CAM explains one network, never an ensemble
+    if config.run.gallery:
         try:
             from mobilemed.explain.gallery import write_gallery
 

@@ -30,7 +30,8 @@ from mobilemed.training.cross_validation import assign_cv_folds, cross_validate
 from mobilemed.training.distributed import Dist, check_distributed, session
 from mobilemed.training.finish import TrainResult, finish_run
 from mobilemed.training.leakage import check_leakage
-from mobilemed.training.resume import check_resume_config, resume_state
+from mobilemed.training.resume import check_resume_config, check_resume_split, resume_state
+from mobilemed.training.seed_ensemble import train_ensemble
 from mobilemed.training.strategies import train_linear_probe, train_network
 
 log = logging.getLogger(__name__)
@@ -84,13 +85,18 @@ def _fit(config: TrainConfig, here: Dist) -> TrainResult | None:
     folds = assign_cv_folds(table, config.operating_point.cv_folds, config.data_options.seed) \
         if config.operating_point.cv_folds else None  # refused here, before anything is written
     model = build_model(spec, weights)
-    resume = here.agree(resume_state, run_dir, spec, table, main_only=True) if run.resume else None
+    one_network = config.model.ensemble == 1  # an ensemble's members resume from their own folders
+    resume = here.agree(resume_state, run_dir, spec, table, main_only=True) if run.resume and one_network else None
+    if run.resume and not one_network:
+        check_resume_split(run_dir, table)
     if not here.is_main:
         return _train_and_finish(run_dir, model, spec, data, config, resume, here)
     with run_guard.guarded_run(run_dir, overwrite=run.overwrite):  # locked; "complete" only on success
         _write_run_start(run_dir, config, spec, table, here)
         if folds is not None:
             return cross_validate(run_dir, model, spec, data, table, folds, config, weights, resume, train_model)
+        if not one_network:
+            return train_ensemble(run_dir, spec, data, table, config, weights, train_model)
         return _train_and_finish(run_dir, model, spec, data, config, resume, here)
 
 

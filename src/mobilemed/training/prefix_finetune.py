@@ -111,8 +111,8 @@ def train_cached_prefix(model, spec: ModelSpec, data: dict, optim: OptimConfig, 
     tail = PrefixTail(model, freeze_blocks)
     train, val = data["train"], data["val"]
     tic = time.perf_counter()
-    train_maps, val_maps = train.prefix_maps, val.prefix_maps  # shared by the folds of --cv (SharedPrefixMaps)
-    shared = train_maps is not None  # then the prefix pass happened before, once for all folds
+    train_maps, val_maps = train.prefix_maps, val.prefix_maps  # shared by the folds of --cv or members of --ensemble
+    shared = train_maps is not None  # then the prefix pass happened before, once for all networks
     if train_maps is None:
         train_maps = prefix_maps(tail.prefix, train.images, spec, views=views, seed=optim.seed, progress=progress,
                                  augmentation=optim.augmentation)
@@ -121,7 +121,7 @@ def train_cached_prefix(model, spec: ModelSpec, data: dict, optim: OptimConfig, 
     run_files.write_json(run_dir / "prefix_cache.json", {
         "freeze_blocks": freeze_blocks, "views": views, "map_shape": list(train_maps.shape[2:]),
         "dtype": "float16", "megabytes": round((train_maps.nbytes + val_maps.nbytes) / 2**20, 1),
-        "memory_mapped": isinstance(train_maps, np.memmap), "shared_by_the_cv_folds": shared,
+        "memory_mapped": isinstance(train_maps, np.memmap), "shared_prefix_pass": shared,
         "seconds": round(time.perf_counter() - tic, 1)})
     groups = [{"params": model.head.parameters(), "lr": optim.lr},
               {"params": tail.trainable_backbone_parameters(), "lr": optim.lr * optim.backbone_lr_scale}]
@@ -134,8 +134,8 @@ def train_cached_prefix(model, spec: ModelSpec, data: dict, optim: OptimConfig, 
 
 
 class SharedPrefixMaps:
-    """--cv with --freeze-blocks: the frozen prefix's maps of every pooled train+val image, computed once for
-    all K folds (and the refit) instead of once per fold, which cost K prefix passes over ~(K-1)/K of the data.
+    """--cv or --ensemble with --freeze-blocks: the frozen prefix's maps of every train+val image, computed once
+    for all K folds (and the refit) or N members instead of once per network, which cost K (N) prefix passes.
 
     The frozen blocks hold the pretrained weights in every fold, so their output does not depend on the fold:
     a fold's training maps are rows of the pooled --prefix-views augmented views (drawn from the run's seed over the
@@ -148,6 +148,7 @@ class SharedPrefixMaps:
         self.images, self.spec, self.optim, self.progress = images, spec, optim, progress
         self.freeze_blocks = freeze_blocks
         self.state, self.train, self.plain = None, None, None
+        self.seconds = 0.0  # the one shared pass's time (prefix_cache.json of each network says 0: not its own)
 
     def rows(self, model: nn.Module, train_rows: np.ndarray, val_rows: np.ndarray):
         """(training maps, validation maps) of these pooled rows for `model`, or (None, None) when its frozen
@@ -162,7 +163,9 @@ class SharedPrefixMaps:
         return take_rows(self.train, train_rows), take_rows(self.plain, val_rows)
 
     def _compute(self, prefix: nn.Module, state: dict) -> None:
+        tic = time.perf_counter()
         self.state = {k: v.detach().clone() for k, v in state.items()}
         self.train = prefix_maps(prefix.eval(), self.images, self.spec, views=self.optim.prefix_views,
                                  seed=self.optim.seed, progress=self.progress, augmentation=self.optim.augmentation)
         self.plain = prefix_maps(prefix, self.images, self.spec, progress=self.progress)
+        self.seconds = time.perf_counter() - tic

@@ -80,9 +80,14 @@ def resume_state(run_dir: Path, spec: ModelSpec, table: ImageTable) -> dict | No
         raise MobilemedError(f"--resume: {last} is a {theirs.task} {theirs.arch} model at {theirs.image_size} px "
                              f"for {theirs.class_names}, but this run is {spec.task} {spec.arch} at "
                              f"{spec.image_size} px for {spec.class_names}")
+    check_resume_split(run_dir, table)
+    return payload
+
+
+def check_resume_split(run_dir: Path, table: ImageTable) -> None:
+    """Refuse a resume whose images or split differ from the run's split.csv."""
     saved_split = Path(run_dir) / run_files.SPLIT
     if saved_split.is_file() and saved_split.read_text().splitlines() != \
             run_folder.split_csv_text(table).splitlines():
         raise MobilemedError(f"--resume: the images or their split differ from {saved_split}; resume with the "
                              "same data and split options, or use --overwrite for a new run")
-    return payload
