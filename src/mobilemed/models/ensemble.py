@@ -17,7 +17,7 @@ from torch import nn
 from mobilemed.errors import MobilemedError
 
 NOT_ONE_NETWORK = ("this model is an ensemble (train --ensemble or --cv-ensemble) of {k} networks and has no one "
-                   "backbone: use .members[k].backbone, or .feature_network for the features the OOD check reads")
+                   "backbone: use .members[i].backbone, or .feature_network for the features the OOD check reads")
 
 
 class EnsembleClassifier(nn.Module):
@@ -35,7 +35,8 @@ class EnsembleClassifier(nn.Module):
         """((B, D) features of the first member, (B, num_outputs) ensemble logits) in one pass of each member.
 
         The OOD check asks whether an image lies where the training images' features lie; the members were
-        trained on the same images, so one member's feature space answers it as well as any: the first's."""
+        trained on the same images (--cv-ensemble's folds: on most of them), so one member's feature space
+        answers it as well as any: the first's."""
         features, first = self.members[0].features_and_logits(x)
         rest = [member(x) for member in self.members[1:]]
         return features, self._mean_probability(torch.stack([first, *rest]))
