@@ -57,7 +57,7 @@ def test_write_gallery_end_to_end_and_rerun_removes_stale_overlays(tmp_path):
     entries = write_gallery(model, spec, images, files, y_true, y_prob, tmp_path, per_kind=2)
     assert len(entries) == 8 and {e["kind"] for e in entries} == {"TP", "FP", "TN", "FN"}
     # how the heatmaps were made: the stride-8 block of MobileNetV3-Small, 8x8 at 64 px
-    assert all(e["cam"] == {"method": "Grad-CAM", "layer": "backbone.features.3", "map_size": [8, 8]}
+    assert all(e["cam"] == {"method": "Grad-CAM", "layer": "backbone.features.3", "map_size": [8, 8], "members": 1}
                for e in entries)
     assert all(-1 <= e["randomised_r"] <= 1 for e in entries)
     assert json.loads((tmp_path / "gallery.json").read_text()) == entries

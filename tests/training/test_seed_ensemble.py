@@ -173,7 +173,7 @@ def test_an_ensemble_is_explained_by_the_mean_of_its_members_grad_cam_maps(ensem
     import dataclasses
 
     from mobilemed.data.transforms import to_model_input
-    from mobilemed.explain.gradcam import compute_gradcam
+    from mobilemed.explain.gradcam import cam_layer_for, compute_gradcam
 
     model, spec = load_checkpoint(ensemble_run / "best.pt")
     x = to_model_input(_pixels(spec), spec)
@@ -181,6 +181,7 @@ def test_an_ensemble_is_explained_by_the_mean_of_its_members_grad_cam_maps(ensem
     single = dataclasses.replace(spec, ensemble_size=1)
     mean = np.mean([compute_gradcam(m, x, spec=single, target_classes=[1, 0, 1]) for m in model.members], axis=0)
     assert maps.shape == (3, 32, 32)
+    assert cam_layer_for(spec).describe().endswith(", the mean of 2 members' maps")
     np.testing.assert_allclose(maps, mean / mean.reshape(3, -1).max(axis=1)[:, None, None], atol=1e-6)
 
 

@@ -350,6 +350,9 @@ def _gallery_method(entries: list[dict]) -> str:
     h_cells, w_cells = cam.get("map_size", ["?", "?"])
     text = (f"Heatmaps: {cam.get('method')} at layer {cam.get('layer')}, whose map is {h_cells}x{w_cells} before "
             "upsampling (the deepest block with at least 8x8 cells at this input size).")
+    if cam.get("members", 1) > 1:
+        text += (f" The model is an ensemble: each heatmap is the mean of its {cam['members']} members' maps for "
+                 "the class the ensemble decided, every member weighted alike.")
     r = [e["randomised_r"] for e in entries if isinstance(e.get("randomised_r"), (int, float))]
     if r:
         text += (f" Randomised-weights check (Adebayo et al. 2018): the same images' heatmaps from a "

@@ -47,13 +47,19 @@ class CamLayer:
     layer: str                 # module name inside the model, e.g. backbone.features.6
     map_size: tuple[int, int]  # (h, w) of that layer's output, i.e. of the heatmap before upsampling
     method: str = CAM_METHOD   # a key of METHODS
+    members: int = 1           # > 1: an ensemble's heatmap, the mean of its members' maps
+
+    @property
+    def averaged(self) -> str:
+        return f", the mean of {self.members} members' maps" if self.members > 1 else ""
 
     def describe(self) -> str:
         h, w = self.map_size
-        return f"{METHODS[self.method]} at {self.layer} ({h}x{w} map before upsampling)"
+        return f"{METHODS[self.method]} at {self.layer} ({h}x{w} map before upsampling){self.averaged}"
 
     def to_dict(self) -> dict:
-        return {"method": METHODS[self.method], "layer": self.layer, "map_size": list(self.map_size)}
+        return {"method": METHODS[self.method], "layer": self.layer, "map_size": list(self.map_size),
+                "members": self.members}
 
 
 def cam_layer_for(spec: ModelSpec, method: str = CAM_METHOD) -> CamLayer:
@@ -64,7 +70,7 @@ def cam_layer_for(spec: ModelSpec, method: str = CAM_METHOD) -> CamLayer:
     sizes = block_map_sizes(spec.arch, spec.image_size)
     cells = min(MIN_CAM_CELLS, -(-spec.image_size // 8))
     name, size = [(n, hw) for n, hw in sizes if min(hw) >= cells][-1]
-    return CamLayer(name, size, method)
+    return CamLayer(name, size, method, members=spec.ensemble_size)
 
 
 @functools.lru_cache(maxsize=32)
@@ -227,7 +233,8 @@ def save_overlay(path, image: np.ndarray, heatmap: np.ndarray, title: str | None
     left.imshow(image.squeeze(), cmap="gray" if gray else None, vmin=0, vmax=255)
     left.set_title("image", fontsize=9)
     right.imshow(overlay_heatmap(image, heatmap))
-    how = f" at {cam.layer.removeprefix('backbone.')} ({cam.map_size[0]}x{cam.map_size[1]} map)" if cam else ""
+    how = f" at {cam.layer.removeprefix('backbone.')} ({cam.map_size[0]}x{cam.map_size[1]} map{cam.averaged})" \
+        if cam else ""
     right.set_title(f"{METHODS[cam.method] if cam else 'Grad-CAM'} overlay{how}", fontsize=9)
     for ax in (left, right):
         ax.set_axis_off()
