@@ -34,9 +34,8 @@ from mobilemed.data.table import ImageTable
 from mobilemed.errors import MobilemedError
 from mobilemed.run_files import SplitPredictions
 from mobilemed.spec import ModelSpec
-from mobilemed.training import run_folder
 from mobilemed.training.members import (best_epoch, load_ensemble, predict, probabilities, shared_prefix,
-                                         validation_auroc)
+                                         start_folder, train_and_val, validation_auroc)
 
 log = logging.getLogger(__name__)
 FOLDS_CSV = "folds.csv"
@@ -102,9 +101,7 @@ def cross_validate(run_dir: Path, model, spec: ModelSpec, data: dict, table: Ima
     started = time.perf_counter()
     pooled = pooled_table(table)
     write_folds_csv(run_dir, pooled, fold)
-    pool = SplitData(np.concatenate([data["train"].images, data["val"].images]),
-                     np.concatenate([data["train"].labels, data["val"].labels]),
-                     np.concatenate([data["train"].files, data["val"].files]))
+    pool = train_and_val(data)
     folds = int(fold.max()) + 1
     shared = shared_prefix(pool, spec, config)
     oof_logits, oof_views, best_epochs, per_fold = None, None, [], []
@@ -163,12 +160,7 @@ def _run_fold(run_dir: Path, k: int, spec: ModelSpec, pool, pooled: ImageTable, 
                                  "--overwrite")
         return run_files.read_split_predictions(fold_dir, OOF).logits, None if views is None else views[0], \
             best_epoch(run_files.read_json(fold_dir / run_files.HISTORY))
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    for stale in fold_dir.glob(".*.tmp"):  # a killed write's leftovers; never read
-        stale.unlink()
-    table_k = fold_table(pooled, fold, k)
-    payload = _resume_payload(fold_dir / run_files.LAST, spec, table_k) if config.run.resume else None
-    run_folder.write_split(fold_dir, table_k)
+    payload = start_folder(fold_dir, spec, fold_table(pooled, fold, k), resume=config.run.resume)
     seed_everything(fold_seed(config.optim.seed, k))  # the fold's initial head depends on (seed, fold) alone
     model = build_model(spec, weights)
     held_out = fold == k
@@ -197,12 +189,6 @@ def _run_fold(run_dir: Path, k: int, spec: ModelSpec, pool, pooled: ImageTable, 
 def fold_seed(seed: int, k: int) -> int:
     """Fold k's own seed (its initial head, its --threshold-views draws): a function of (seed, fold) alone."""
     return seed * 1_009 + k
-
-
-def _resume_payload(last: Path, spec: ModelSpec, table: ImageTable) -> dict | None:
-    from mobilemed.training.resume import resume_state
-
-    return resume_state(last.parent, spec, table) if last.is_file() else None
 
 
 def _add_cv_metrics(run_dir: Path, result, config, per_fold: list, best_epochs: list, deployed: str) -> None:

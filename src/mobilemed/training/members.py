@@ -10,6 +10,31 @@ import numpy as np
 
 from mobilemed import run_files
 from mobilemed.spec import ModelSpec
+from mobilemed.training import run_folder
+
+
+def train_and_val(data: dict):
+    """One SplitData of the train rows, then the val rows: what --cv deals into folds and what the shared
+    frozen-prefix pass covers."""
+    from mobilemed.training.fit import SplitData
+
+    train, val = data["train"], data["val"]
+    return SplitData(np.concatenate([train.images, val.images]), np.concatenate([train.labels, val.labels]),
+                     np.concatenate([train.files, val.files]))
+
+
+def start_folder(folder: Path, spec: ModelSpec, table, *, resume: bool) -> dict | None:
+    """Make a network's sub-folder ready to train in: created, a killed write's leftovers removed, its split.csv
+    written (table: the rows it trains and validates on). On --resume returns its last.pt payload, checked
+    against the split before that split.csv is written; None: it starts from epoch 1."""
+    from mobilemed.training.resume import resume_state
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".*.tmp"):  # a killed write's leftovers; never read
+        stale.unlink()
+    payload = resume_state(folder, spec, table) if resume and (folder / run_files.LAST).is_file() else None
+    run_folder.write_split(folder, table)
+    return payload
 
 
 def load_ensemble(folders: list[Path], spec: ModelSpec):

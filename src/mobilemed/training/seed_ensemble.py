@@ -11,7 +11,7 @@ by validation AUROC as any run does -> load their best weights into one Ensemble
 whose logits are those of the mean probability -> choose temperature and thresholds on the ensemble's
 validation logits (and, with --threshold-views, on its logits of the views) -> score the test split once.
 With --freeze-blocks the frozen prefix is the same pretrained blocks in every member, so its maps are computed
-once for all of them (cross_validation.shared_prefix), as the folds of --cv share them.
+once for all of them (members.shared_prefix), as the folds of --cv share them.
 
 Run folder: RUN/members/member<m>/ (last.pt, best.pt never marked complete, history.json and
 predictions_val.npz, written last: the member is done), then the usual files of RUN for the ensemble;
@@ -31,10 +31,9 @@ import numpy as np
 from mobilemed import run_files
 from mobilemed.run_files import SplitPredictions
 from mobilemed.spec import ModelSpec
-from mobilemed.training import run_folder
 from mobilemed.training.cross_validation import fold_seed
 from mobilemed.training.members import (best_epoch, load_ensemble, predict, probabilities, shared_prefix,
-                                         validation_auroc)
+                                         start_folder, train_and_val, validation_auroc)
 
 log = logging.getLogger(__name__)
 MEMBERS_DIR = "members"
@@ -58,8 +57,7 @@ def train_ensemble(run_dir: Path, spec: ModelSpec, data: dict, table, config, we
 
     started = time.perf_counter()
     count = config.model.ensemble
-    train, val = data["train"], data["val"]
-    shared = shared_prefix(_concat(train, val), spec, config)
+    shared = shared_prefix(train_and_val(data), spec, config)
     members = [_run_member(run_dir, m, spec, data, table, config, weights, train_fn, shared) for m in range(count)]
     log.info("ensemble: %d members, validation AUROC per member %s", count,
              [round(m["val_auroc"], 4) for m in members])
@@ -99,11 +97,7 @@ def _train_member(folder: Path, m: int, seed: int, spec: ModelSpec, data: dict, 
     from mobilemed.models import build_model
     from mobilemed.training.fit import seed_everything
 
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob(".*.tmp"):  # a killed write's leftovers; never read
-        stale.unlink()
-    payload = _resume_payload(folder, spec, table) if config.run.resume else None
-    run_folder.write_split(folder, table)
+    payload = start_folder(folder, spec, table, resume=config.run.resume)
     seed_everything(seed)  # the member's initial head depends on (seed, member) alone
     model = build_model(spec, weights)
     part = dict(data)
@@ -122,16 +116,3 @@ def _train_member(folder: Path, m: int, seed: int, spec: ModelSpec, data: dict, 
     run_files.write_split_predictions(folder, "val", SplitPredictions(
         val.files, val.labels, probabilities(logits, spec), list(spec.class_names), spec.task, logits))
     return logits
-
-
-def _concat(train, val):
-    from mobilemed.training.fit import SplitData
-
-    return SplitData(np.concatenate([train.images, val.images]), np.concatenate([train.labels, val.labels]),
-                     np.concatenate([train.files, val.files]))
-
-
-def _resume_payload(folder: Path, spec: ModelSpec, table) -> dict | None:
-    from mobilemed.training.resume import resume_state
-
-    return resume_state(folder, spec, table) if (folder / run_files.LAST).is_file() else None
