@@ -10,14 +10,17 @@ Prints one table per data set (--data may repeat). Two kinds of rows, labelled i
   one warm-up batch) with the very functions `mobilemed train` uses (image_batches or CachedPrefixPlan,
   train_one_epoch), plus the validation pass timed on --val-images images; both are extrapolated to one
   epoch of the data set (the frozen prefix's one-off cache pass likewise, from the images it cached).
-  These rows train nothing to the end: they have no accuracy.
+  These rows train nothing to the end: they have no accuracy. Each starts from the same seeded head and
+  batches, so the mean loss over the timed batches (printed under the table) must agree between a row and
+  its torch.compile twin; a torch.compile row's one-off is the compilation (its first batch beyond a timed one).
 - "run": a complete `mobilemed train` (a child process, cold MOBILEMED_HOME shared by the runs of one data
   set, so the decode is paid once); seconds per epoch are the mean of history.json's epochs after the
   head-only warm-up (train + validation), "one-off" is the frozen-prefix cache or the probe's feature pass,
   total is metrics.json's train_seconds. An --ensemble run's epochs are all its members' (epochs counts them
   all), its one-off the members' one shared prefix pass. Test accuracy at the operating point chosen on
   validation and at 0.5, and AUROC, with 95% bootstrap CIs (1000 resamples of the test images).
-"x faster" divides plain full fine-tuning's seconds per epoch by the row's, at the same resolution. Rows of
+"x faster" divides plain full fine-tuning's seconds per epoch by the row's, at the same resolution (not given for
+the linear probe, whose epoch runs on cached features). Rows of
 --add-run summarise run folders trained before (labelled with the folder): their times were measured then.
 """
 from __future__ import annotations
@@ -70,6 +73,7 @@ def time_plain(spec, parts: dict, weights: str, *, steps: int, batch_size: int, 
     from mobilemed.models import build_model
     from mobilemed.training.loop import build_optimizer, build_scheduler, image_batches, make_loss, train_one_epoch
 
+    torch.manual_seed(0)  # every row starts from the same head: the compiled row's loss is comparable
     model = build_model(spec, load_state_dict_file(weights))
     model = model.to(memory_format=torch.channels_last)
     model.freeze_backbone(head_only)
@@ -85,27 +89,31 @@ def time_plain(spec, parts: dict, weights: str, *, steps: int, batch_size: int, 
     train_one_epoch(trained, itertools.islice(batches, 1), loss_fn, optimizer, scheduler, total=1, progress=False)
     warmup = time.perf_counter() - tic
     tic = time.perf_counter()
-    train_one_epoch(trained, itertools.islice(batches, steps), loss_fn, optimizer, scheduler, total=steps,
-                    progress=False)
+    loss = train_one_epoch(trained, itertools.islice(batches, steps), loss_fn, optimizer, scheduler, total=steps,
+                           progress=False)
     per_step = (time.perf_counter() - tic) / steps
     val, _ = parts["val"]
     tic = time.perf_counter()
     predict_logits(model, val[:val_images], spec)
     per_val_image = (time.perf_counter() - tic) / min(val_images, len(val))
     epoch = per_step * -(-len(images) // batch_size) + per_val_image * len(val)
-    return {"seconds_per_epoch": epoch, "first_step": warmup, "per_step": per_step, "steps_timed": steps}
+    compiling = warmup - per_step if compile_model else None  # the first batch's time beyond a timed one
+    return {"seconds_per_epoch": epoch, "first_step": warmup, "per_step": per_step, "steps_timed": steps,
+            "one_off": compiling, "timed_loss": loss}
 
 
 def time_frozen_prefix(spec, parts: dict, weights: str, *, blocks: int, steps: int, batch_size: int,
-                       val_images: int) -> dict:
+                       val_images: int, compile_model: bool = False) -> dict:
     """Seconds per epoch of `--freeze-blocks blocks` alone (no warm-up), from `steps` timed batches on the cached
-    maps of (steps + 1) x batch_size training images; "one-off" is the prefix pass extrapolated to every image."""
+    maps of (steps + 1) x batch_size training images; "one-off" is the prefix pass extrapolated to every image
+    (with compile_model, plus the compilation: the first batch's time beyond a timed one)."""
     from mobilemed.checkpoint import load_state_dict_file
     from mobilemed.models import build_model
     from mobilemed.training.loop import build_optimizer, build_scheduler, make_loss, train_one_epoch
     from mobilemed.training.prefix_cache import prefix_maps
     from mobilemed.training.prefix_finetune import CachedPrefixPlan, PrefixTail
 
+    torch.manual_seed(0)
     model = build_model(spec, load_state_dict_file(weights)).to(memory_format=torch.channels_last)
     tail = PrefixTail(model, blocks)
     (images, labels), (val, val_labels) = parts["train"], parts["val"]
@@ -120,15 +128,21 @@ def time_frozen_prefix(spec, parts: dict, weights: str, *, blocks: int, steps: i
     scheduler = build_scheduler(optimizer, name="none", epochs=1, steps_per_epoch=steps)
     batches = plan.batches(torch.Generator().manual_seed(0))
     loss_fn = make_loss(spec.task, labels, "balanced")
-    train_one_epoch(tail, itertools.islice(batches, 1), loss_fn, optimizer, scheduler, total=1, progress=False)
+    trained = torch.compile(tail) if compile_model else tail
     tic = time.perf_counter()
-    train_one_epoch(tail, itertools.islice(batches, steps), loss_fn, optimizer, scheduler, total=steps, progress=False)
+    train_one_epoch(trained, itertools.islice(batches, 1), loss_fn, optimizer, scheduler, total=1, progress=False)
+    first_step = time.perf_counter() - tic
+    tic = time.perf_counter()
+    loss = train_one_epoch(trained, itertools.islice(batches, steps), loss_fn, optimizer, scheduler, total=steps,
+                           progress=False)
     per_step = (time.perf_counter() - tic) / steps
     tic = time.perf_counter()
-    plan.val_logits(tail)
+    plan.val_logits(tail)  # eager: validation's batch of 256 and eval mode would each compile again
     per_val_image = (time.perf_counter() - tic) / len(val_maps[0])
+    one_off = per_image_cache * (len(images) + len(val)) + (first_step - per_step if compile_model else 0.0)
     return {"seconds_per_epoch": per_step * -(-len(images) // batch_size) + per_val_image * len(val),
-            "one_off": per_image_cache * (len(images) + len(val)), "per_step": per_step, "steps_timed": steps}
+            "one_off": one_off, "first_step": first_step, "per_step": per_step, "steps_timed": steps,
+            "timed_loss": loss}
 
 
 def run_cli(data: str, weights: str, options: list, run_dir: Path, home: str, *, image_size: int | None) -> dict:
@@ -183,9 +197,15 @@ def print_table(name: str, rows: dict, plain_key: str) -> None:
     for method, row in rows.items():
         one_off = f"{row['one_off']:.0f}" if row.get("one_off") is not None else "-"
         total = f"{row['total']:.0f}" if row.get("total") is not None else "-"
-        print(f"| {method} | {row['kind']} | {row['seconds_per_epoch']:.1f} | {plain / row['seconds_per_epoch']:.1f} "
+        # A probe epoch on cached features is not a fine-tuning epoch: a ratio of the two means nothing.
+        faster = "-" if method == "linear probe" else f"{plain / row['seconds_per_epoch']:.1f}"
+        print(f"| {method} | {row['kind']} | {row['seconds_per_epoch']:.1f} | {faster} "
               f"| {one_off} | {row.get('epochs', '-')} | {total} | {_ci(row.get('accuracy'))} "
               f"| {_ci(row.get('accuracy_at_half'))} | {_ci(row.get('auroc'))} |")
+    losses = {method: row["timed_loss"] for method, row in rows.items() if "timed_loss" in row}
+    if losses:  # same head and batches in every timed row of one kind: torch.compile's loss should match eager's
+        print("\nmean training loss over the timed batches: "
+              + "; ".join(f"{method} {loss:.4f}" for method, loss in losses.items()))
 
 
 def bench_data_set(data: str, args) -> dict:
@@ -205,6 +225,9 @@ def bench_data_set(data: str, args) -> dict:
                                                                             compile_model=True, **timed)
     rows[f"frozen prefix alone (--freeze-blocks {BLOCKS}) @{size}"] = time_frozen_prefix(
         spec, parts, args.weights, blocks=BLOCKS, **timed)
+    if args.compile:
+        rows[f"frozen prefix (--freeze-blocks {BLOCKS}) @{size} + torch.compile"] = time_frozen_prefix(
+            spec, parts, args.weights, blocks=BLOCKS, compile_model=True, **timed)
     for row in rows.values():
         row["kind"] = f"timed ({row['steps_timed']} steps)"
     del parts
@@ -217,11 +240,14 @@ def bench_data_set(data: str, args) -> dict:
     out = Path(args.run_root) / Path(data).name
     patients = ["--group-pattern", KERMANY_PATIENTS] if "kermany" in Path(data).name.lower() else []
     with tempfile.TemporaryDirectory() as home:
-        runs = [(f"combined recipe @{size}", RECIPE + patients), ("linear probe", PROBE)]
-        if args.ensemble > 1:  # the README's Kermany recipe: the combined recipe's network trained N times
-            runs.insert(1, (f"combined recipe @{size} --ensemble {args.ensemble}",
-                            RECIPE + patients + ["--ensemble", str(args.ensemble)]))
-        for method, options in runs:
+        runs = {"single": (f"combined recipe @{size}", RECIPE + patients),
+                # the README's Kermany recipe: the combined recipe's network trained N times
+                "ensemble": (f"combined recipe @{size} --ensemble {args.ensemble}",
+                             RECIPE + patients + ["--ensemble", str(args.ensemble)]),
+                "probe": ("linear probe", PROBE)}
+        chosen = [runs[name] for name in ("single", "ensemble", "probe") if name in args.runs
+                  and (name != "ensemble" or args.ensemble > 1)]
+        for method, options in chosen:
             folder = "ensemble" if "--ensemble" in options else method.split()[0]
             rows[method] = {"kind": "run", **run_cli(data, args.weights, options, out / folder, home,
                                                      image_size=size)}
@@ -249,6 +275,9 @@ def main() -> None:
     parser.add_argument("--timed-only", action="store_true", help="only the timed rows (no complete runs)")
     parser.add_argument("--ensemble", type=int, default=1, metavar="N",
                         help="also run the combined recipe with --ensemble N (N trainings; 1: not)")
+    parser.add_argument("--runs", nargs="+", choices=("single", "ensemble", "probe"),
+                        default=["single", "ensemble", "probe"],
+                        help="which complete runs to make: the combined recipe, its --ensemble N, the probe")
     parser.add_argument("--add-run", action="append", metavar="METHOD=RUN_DIR",
                         help="also summarise a finished run folder as a row (labelled with its folder)")
     parser.add_argument("--results", default="bench/results_finetune.json")

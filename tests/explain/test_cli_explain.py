@@ -1,4 +1,6 @@
 """`mobilemed explain` end to end on a checkpoint of an untrained model (the CLI's plumbing, not Grad-CAM)."""
+import re
+
 import pytest
 import torch
 
@@ -24,7 +26,9 @@ def test_explain_writes_one_overlay_per_image(checkpoint, tmp_path, capsys):
     names = sorted(p.name for p in out.iterdir())
     assert names == ["normal_0_gradcam.png", "normal_1_gradcam.png", "pneumonia_0_gradcam.png",
                      "pneumonia_1_gradcam.png"]
-    assert "Grad-CAM for pneumonia" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Grad-CAM for pneumonia" in out
+    assert len(re.findall(r"; \d+% of the heat on the edge", out)) == 4  # explain/edge_heat.py, per image
 
 
 def test_unknown_class_lists_the_model_classes(checkpoint, tmp_path, capsys):

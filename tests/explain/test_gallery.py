@@ -60,6 +60,7 @@ def test_write_gallery_end_to_end_and_rerun_removes_stale_overlays(tmp_path):
     assert all(e["cam"] == {"method": "Grad-CAM", "layer": "backbone.features.3", "map_size": [8, 8], "members": 1}
                for e in entries)
     assert all(-1 <= e["randomised_r"] <= 1 for e in entries)
+    assert all(0 <= e["edge_heat"] <= 1 and isinstance(e["peak_at_edge"], bool) for e in entries)
     assert json.loads((tmp_path / "gallery.json").read_text()) == entries
     assert set(entries[0]) >= {"file", "png", "kind", "true_label", "predicted_label", "probability"}
     for entry in entries:
@@ -98,3 +99,7 @@ def test_report_states_the_cam_layer_method_and_randomised_weights_check(tmp_pat
     assert ("Heatmaps: Grad-CAM at layer backbone.features.3, whose map is 8x8 before upsampling" in text)
     mean_r = np.mean([e["randomised_r"] for e in entries])
     assert f"correlate r = {mean_r:.2f} on average" in text
+    peaks = sum(e["peak_at_edge"] for e in entries)
+    assert (f"{np.mean([e['edge_heat'] for e in entries]):.0%} of the heat on average (a flat map: 44%); "
+            f"{peaks} of {len(entries)} heatmaps peak there.") in text
+    assert text.count("peaks on the image's edge</b>") == peaks

@@ -36,6 +36,7 @@ def test_predict_gives_the_checkpoints_decision_and_an_overlay(client, served_ru
     assert answer["thresholds"] == predictor.spec.thresholds and answer["positive_class"] == "pneumonia"
     overlay = Image.open(io.BytesIO(base64.b64decode(answer["gradcam_png"])))
     assert overlay.size == (64, 64) and np.asarray(overlay).std() > 0
+    assert 0 <= answer["gradcam_edge_heat"] <= 1 and isinstance(answer["gradcam_peak_at_edge"], bool)
 
 
 def test_a_dicom_upload_is_read_with_the_dicom_chain(client, dicom_path):

@@ -2,6 +2,7 @@
 threshold and the Grad-CAM overlay; bad files are refused with 4xx JSON while the service keeps answering."""
 from __future__ import annotations
 
+import math
 import socket
 import threading
 import time
@@ -54,6 +55,7 @@ def upload_through_page(sync_api, url: str, file: Path, screenshot: Path) -> dic
             page.wait_for_selector("#result:not([hidden])", timeout=30_000)
             shown = {"decision": page.locator("#decision").inner_text(),
                      "operating": page.locator("#operating").inner_text(),
+                     "edge": page.locator("#edge").inner_text(),
                      "overlay_ok": page.evaluate("(() => { const i = document.getElementById('overlay');"
                                                  " return i.complete && i.naturalWidth > 0; })()")}
             page.screenshot(path=str(screenshot), full_page=True)
@@ -68,11 +70,14 @@ def test_png_and_dicom_uploads_show_decision_threshold_and_overlay(live_service,
     _, data = served_run
     png = next((data / "test" / "pneumonia").glob("*.png"))
     for file in (png, Path(dicom_path)):
-        expected = httpx.post(f"{live_service}/v1/predict", files={"file": (file.name, file.read_bytes())}).json()
+        expected = httpx.post(f"{live_service}/v1/predict?explain=1", files={"file": (file.name, file.read_bytes())},
+                              timeout=60).json()
         shown = upload_through_page(sync_api, live_service, file, tmp_path / f"{file.stem}.png")
         assert shown["decision"] == f"Decision: {expected['decision']}"
         assert f"{expected['thresholds'][0]:.3f}" in shown["operating"] and "pneumonia" in shown["operating"]
         assert shown["overlay_ok"]
+        percent = math.floor(expected["gradcam_edge_heat"] * 100 + 0.5)  # JavaScript's Math.round
+        assert shown["edge"].startswith(f"{percent}% of the heat on the image's edge"), shown["edge"]
 
 
 def test_bad_files_get_4xx_json_and_the_service_keeps_answering(live_service, bad_uploads):

@@ -16,6 +16,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from mobilemed.explain.edge_heat import edge_heat
     from mobilemed.explain.files import cam_caption, explain_files
 
     done = explain_files(args.checkpoint, args.images, args.out, target=args.target_class, skip_bad=args.skip_bad,
@@ -23,8 +24,9 @@ def run(args) -> int:
     for file, why in done.skipped:
         print(f"skipped {file}: {why}", file=sys.stderr)
     for image in done.images:
-        caption = cam_caption(image.target, image.probability)
-        print(f"{image.file}: predicted {image.predicted}; {caption} -> {image.png}")
+        caption, edge = cam_caption(image.target, image.probability), edge_heat(image.heatmap)
+        print(f"{image.file}: predicted {image.predicted}; {caption}; {edge.share:.0%} of the heat on the edge"
+              + (" (peaks there: markers, text or borders?)" if edge.peak_at_edge else "") + f" -> {image.png}")
     print(f"wrote {len(done.images)} overlay(s) to {args.out}"
           + (f"; skipped {len(done.skipped)} unreadable file(s)" if done.skipped else ""))
     print(f"heatmaps: {done.cam.describe()}")

@@ -20,6 +20,7 @@ from mobilemed.evaluation import plots
 from mobilemed.evaluation.calibration import expected_calibration_error
 from mobilemed.evaluation.metrics import CLASS_METRICS, LABELS, OVERALL_METRICS, compute_metrics, metric_label
 from mobilemed.evaluation.run_data import RunData, load_run, split_counts
+from mobilemed.explain.edge_heat import describe_edge_heat
 from mobilemed import run_files
 from mobilemed.run_files import SplitPredictions
 from mobilemed.fsutil import atomic_write
@@ -359,7 +360,8 @@ def _gallery_method(entries: list[dict]) -> str:
                  f"re-initialised model correlate r = {sum(r) / len(r):.2f} on average with these "
                  f"({'passed' if sum(r) / len(r) < 0.5 else 'FAILED'}: under 0.5, the heatmaps depend on "
                  "the trained weights).")
-    return h.paragraph(text)
+    edge = describe_edge_heat(entries)
+    return h.paragraph(text) + (h.paragraph(edge) if edge else "")
 
 
 def _gallery_card(folder: Path, entry: dict) -> str:
@@ -367,6 +369,8 @@ def _gallery_card(folder: Path, entry: dict) -> str:
     caption = (f"<b>{h.esc(_short_path(entry.get('file', '?')))}</b><br>true: {h.esc(entry.get('true_label'))}"
                f"<br>predicted: {h.esc(entry.get('predicted_label'))}<br>Grad-CAM for "
                f"{h.esc(entry.get('cam_target'))}, p = {h.esc(_fmt(entry.get('probability')))}")
+    if entry.get("peak_at_edge"):
+        caption += "<br><b>peaks on the image's edge</b>"
     if not path.is_file():
         return f'<figure><p class="note">missing image {h.esc(path.name)}</p><figcaption>{caption}</figcaption></figure>'
     return h.image(path.read_bytes(), f"Grad-CAM overlay of {entry.get('file')}", caption, cls="card")

@@ -16,6 +16,7 @@ from torch import nn
 
 from mobilemed.data.transforms import to_model_input
 from mobilemed.decision import decisions, label_text
+from mobilemed.explain.edge_heat import edge_heat
 from mobilemed.explain.files import cam_caption, cam_targets
 from mobilemed.explain.gradcam import cam_layer_for, compute_gradcam, randomised_weights_correlation, save_overlay
 from mobilemed.fsutil import atomic_write
@@ -51,7 +52,8 @@ def write_gallery(model: nn.Module, spec: ModelSpec, images_uint8: np.ndarray, f
     Each entry: file, png (name inside out_dir), kind, true_label, predicted_label, probability
     (the model's probability for cam_target), cam_target (the class the heatmap explains), cam (method,
     layer and map_size [h, w] before upsampling: gradcam.CamLayer.to_dict), randomised_r (the
-    heatmap's correlation with a re-initialised model's: gradcam.randomised_weights_correlation).
+    heatmap's correlation with a re-initialised model's: gradcam.randomised_weights_correlation), edge_heat and
+    peak_at_edge (how much of the heat lies on the image's edge, and whether its maximum does: edge_heat.py).
     """
     images = np.asarray(images_uint8)
     n = len(images)
@@ -73,6 +75,7 @@ def write_gallery(model: nn.Module, spec: ModelSpec, images_uint8: np.ndarray, f
                                                       cam=cam, heatmaps=heatmaps, seed=seed)
         for (i, _), heat, r, entry in zip(chunk, heatmaps, randomised_r, entries[start:start + BATCH]):
             entry["randomised_r"] = round(float(r), 4)
+            entry |= edge_heat(heat).to_dict()
             save_overlay(out_dir / entry["png"], images[i], heat, title=_title(entry), cam=cam)
     _remove_stale(out_dir, {e["png"] for e in entries})
     with atomic_write(out_dir / "gallery.json") as handle:

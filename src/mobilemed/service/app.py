@@ -80,5 +80,5 @@ def _answer(served: ServedModel, content: bytes, explain: bool) -> dict:
     pixels, kind = decode_upload(content, served.read_image)
     answer = {"format": kind, **served.predict(pixels)}
     if explain:
-        answer["gradcam_png"] = served.explain(pixels)
+        answer |= served.explain(pixels)
     return answer

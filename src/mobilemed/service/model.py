@@ -47,11 +47,14 @@ class ServedModel:
             answer["positive_class"] = spec.class_names[1]
         return answer
 
-    def explain(self, pixels: np.ndarray) -> str:
-        """Base64 PNG of the Grad-CAM overlay for the predicted class (checkpoint models only)."""
+    def explain(self, pixels: np.ndarray) -> dict:
+        """{"gradcam_png": base64 PNG of the Grad-CAM overlay for the predicted class, "gradcam_edge_heat": the
+        share of its heat on the image's edge, "gradcam_peak_at_edge": whether it peaks there} (checkpoint
+        models only; explain/edge_heat.py says why the edge matters)."""
         from PIL import Image
 
         from mobilemed.data.transforms import to_model_input
+        from mobilemed.explain.edge_heat import edge_heat
         from mobilemed.explain.gradcam import compute_gradcam, default_targets, overlay_heatmap
 
         probs = probabilities(self.engine.logits(pixels[None]), self.spec)
@@ -60,7 +63,9 @@ class ServedModel:
                                   target_classes=[target])[0]
         buffer = io.BytesIO()
         Image.fromarray(overlay_heatmap(pixels, heatmap)).save(buffer, format="PNG")
-        return base64.b64encode(buffer.getvalue()).decode("ascii")
+        edge = edge_heat(heatmap)
+        return {"gradcam_png": base64.b64encode(buffer.getvalue()).decode("ascii"),
+                "gradcam_edge_heat": round(edge.share, 4), "gradcam_peak_at_edge": edge.peak_at_edge}
 
     def describe(self) -> dict:
         return {"name": self.path.name, "kind": self.kind, "spec": self.spec.to_dict(), "trained_on": self.summary,
