@@ -20,12 +20,15 @@ from mobilemed.explain.edge_heat import band_area, edge_heat
 from mobilemed.explain.files import explain_files
 
 
+def validation_rows(run: Path) -> list[dict]:
+    """The validation rows of a run's split.csv; [] when it has none."""
+    with open(run / "split.csv", newline="") as handle:
+        return [r for r in csv.DictReader(handle) if r["split"] == "val"]
+
+
 def validation_files(run: Path, per_class: int, seed: int) -> dict[str, list[str]]:
     """{label: up to per_class validation image paths}, resolved against the folder the run was started in."""
-    with open(run / "split.csv", newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["split"] == "val"]
-    if not rows:
-        raise SystemExit(f"{run / 'split.csv'} lists no validation image")
+    rows = validation_rows(run)
     rng = np.random.default_rng(seed)
     chosen = {}
     for label in sorted({r["label"] for r in rows}):
@@ -37,10 +40,16 @@ def validation_files(run: Path, per_class: int, seed: int) -> dict[str, list[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--per-class", type=int, default=30)
+    parser.add_argument("--per-class", type=_positive, default=30, help="validation images per class, at least 1")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/edge-heat"))
     args = parser.parse_args()
+    for run in args.runs:  # every run is checked before the first overlay is written
+        if not ((run / "split.csv").is_file() and (run / "best.pt").is_file()):
+            parser.error(f"{run} is not a finished run folder (no split.csv or best.pt): pass a folder that "
+                         "`mobilemed train --out` wrote")
+        if not validation_rows(run):
+            parser.error(f"{run / 'split.csv'} lists no validation image: this check uses validation images only")
     print(f"\n| run | true class | images | heat on the edge, mean (range) | peak on the edge |\n|---|---|---:|---|---:|")
     flagged = []
     for run in args.runs:
@@ -56,6 +65,13 @@ def main() -> None:
           f"({len(flagged)}; overlays in {args.out}):")
     for run, file in flagged:
         print(f"  {run}: {file}")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least 1, got {value}")
+    return value
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ from mobilemed.inference import Predictor
 from mobilemed.models.ensemble import EnsembleClassifier
 from mobilemed.onnx_model import OnnxModel
 from mobilemed.run_files import read_split_predictions
-from mobilemed.training import fit as fit_module
 from mobilemed.training.cross_validation import assign_cv_folds, pooled_table
 from tests.conftest import make_blob_folder, tiny_train_args
+from tests.training.interrupting import TrainingCalls
 
 
 def patient_table(seed=0):
@@ -125,22 +125,13 @@ def test_fold_checkpoints_are_never_taken_for_the_deployed_model(cv_run):
 
 
 def test_an_interrupted_cv_run_resumes_without_retraining_finished_folds(blobs, cv_run, tmp_path, monkeypatch):
-    real, calls = fit_module.train_model, []
-
-    def interrupting(model, spec, data, config, run_dir, resume):
-        calls.append(str(run_dir))
-        if len(calls) == 2:  # fold 1 starts: fold 0 is finished
-            raise KeyboardInterrupt
-        return real(model, spec, data, config, run_dir, resume)
-
-    monkeypatch.setattr(fit_module, "train_model", interrupting)
+    calls = TrainingCalls(monkeypatch, interrupt_at=2)  # fold 1 starts: fold 0 is finished
     out = tmp_path / "run"
     assert cv_train(blobs, out) == 130
     assert json.loads((out / "run_state.json").read_text())["state"] == "interrupted"
-    calls.clear()
-    monkeypatch.setattr(fit_module, "train_model", lambda *a: calls.append(str(a[4])) or real(*a))
+    calls.restart()
     assert cv_train(blobs, out, "--resume") == 0
-    assert [c.rsplit("/", 1)[-1] for c in calls] == ["fold1", "run"]  # fold 1, then the refit; fold 0 was done
+    assert calls.folders == ["fold1", "run"]  # fold 1, then the refit; fold 0 was done
     resumed, whole = read_split_predictions(out, "val"), read_split_predictions(cv_run, "val")
     assert np.allclose(resumed.y_prob, whole.y_prob, atol=1e-5)
     assert load_checkpoint(out / "best.pt")[1].thresholds == pytest.approx(load_checkpoint(cv_run / "best.pt")[1].thresholds)

@@ -13,7 +13,6 @@ from mobilemed.errors import MobilemedError
 from mobilemed.models.ensemble import EnsembleClassifier
 from mobilemed.run_files import read_split_predictions
 from mobilemed.spec import ModelSpec
-from mobilemed.training import fit as fit_module
 from mobilemed.training.config import TrainConfig
 from mobilemed.training.distributed import Dist, check_distributed
 from mobilemed.training.finish import choose_operating_point
@@ -21,6 +20,7 @@ from mobilemed.training.members import validation_auroc
 from mobilemed.training.seed_ensemble import member_seed
 from mobilemed.training.threshold_views import read_views
 from tests.conftest import make_blob_folder, tiny_train_args
+from tests.training.interrupting import TrainingCalls
 
 
 @pytest.fixture(scope="module")
@@ -94,23 +94,14 @@ def test_member_checkpoints_are_never_taken_for_the_deployed_model(ensemble_run)
 
 def test_an_interrupted_ensemble_resumes_without_retraining_finished_members(blobs, ensemble_run, tmp_path,
                                                                               monkeypatch):
-    real, calls = fit_module.train_model, []
-
-    def interrupting(model, spec, data, config, run_dir, resume):
-        calls.append(str(run_dir))
-        if len(calls) == 2:  # member 1 starts: member 0 is finished
-            raise KeyboardInterrupt
-        return real(model, spec, data, config, run_dir, resume)
-
-    monkeypatch.setattr(fit_module, "train_model", interrupting)
+    calls = TrainingCalls(monkeypatch, interrupt_at=2)  # member 1 starts: member 0 is finished
     out = tmp_path / "run"
     extra = ("--threshold-views", "2", "--crop-scale", "0.6")
     assert ensemble_train(blobs, out, *extra) == 130
     assert json.loads((out / "run_state.json").read_text())["state"] == "interrupted"
-    calls.clear()
-    monkeypatch.setattr(fit_module, "train_model", lambda *a: calls.append(str(a[4])) or real(*a))
+    calls.restart()
     assert ensemble_train(blobs, out, *extra, "--resume") == 0
-    assert [c.rsplit("/", 1)[-1] for c in calls] == ["member1"]  # member 0 was read back, not retrained
+    assert calls.folders == ["member1"]  # member 0 was read back, not retrained
     resumed, whole = read_split_predictions(out, "test"), read_split_predictions(ensemble_run, "test")
     assert np.allclose(resumed.y_prob, whole.y_prob, atol=1e-5)  # each member is seeded by (seed, member) alone
     assert load_checkpoint(out / "best.pt")[1].thresholds == \
@@ -204,14 +195,7 @@ def test_an_ensemble_checks_out_of_distribution_images_and_exports_with_that_che
 
 def test_an_ensemble_resumed_on_other_images_is_refused(tmp_path, monkeypatch, capsys):
     data = make_blob_folder(tmp_path / "data", per_class=6, size=32)
-    real = fit_module.train_model
-
-    def interrupting(model, spec, part, config, run_dir, resume):
-        if run_dir.name == "member1":
-            raise KeyboardInterrupt
-        return real(model, spec, part, config, run_dir, resume)
-
-    monkeypatch.setattr(fit_module, "train_model", interrupting)
+    TrainingCalls(monkeypatch, interrupt_at=2)  # Ctrl-C as member1 starts
     out = tmp_path / "run"
     assert ensemble_train(data, out) == 130
     next((data / "val").rglob("*.png")).unlink()

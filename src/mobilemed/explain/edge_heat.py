@@ -45,10 +45,10 @@ def edge_heat(heatmap: np.ndarray, band: float = EDGE_BAND) -> EdgeHeat:
 
 def describe_edge_heat(entries: list[dict]) -> str:
     """One sentence on a gallery's heatmaps ({"edge_heat", "peak_at_edge"} per entry), "" when none has them."""
-    shares = [e["edge_heat"] for e in entries if isinstance(e.get("edge_heat"), (int, float))]
-    if not shares:
+    measured = [e for e in entries if isinstance(e.get("edge_heat"), (int, float))]
+    if not measured:
         return ""
-    peaks = sum(bool(e.get("peak_at_edge")) for e in entries if isinstance(e.get("edge_heat"), (int, float)))
+    shares, peaks = [e["edge_heat"] for e in measured], sum(bool(e.get("peak_at_edge")) for e in measured)
     text = (f"Heat on the edge (the outer eighth of the image on every side, {band_area():.0%} of its area, "
             f"where laterality markers, text and film borders sit): {np.mean(shares):.0%} of the heat on average "
             f"(a flat map: {band_area():.0%}); {peaks} of {len(shares)} heatmaps peak there.")

@@ -63,9 +63,8 @@ class ServedModel:
                                   target_classes=[target])[0]
         buffer = io.BytesIO()
         Image.fromarray(overlay_heatmap(pixels, heatmap)).save(buffer, format="PNG")
-        edge = edge_heat(heatmap)
-        return {"gradcam_png": base64.b64encode(buffer.getvalue()).decode("ascii"),
-                "gradcam_edge_heat": round(edge.share, 4), "gradcam_peak_at_edge": edge.peak_at_edge}
+        edge = {f"gradcam_{key}": value for key, value in edge_heat(heatmap).to_dict().items()}
+        return {"gradcam_png": base64.b64encode(buffer.getvalue()).decode("ascii"), **edge}
 
     def describe(self) -> dict:
         return {"name": self.path.name, "kind": self.kind, "spec": self.spec.to_dict(), "trained_on": self.summary,

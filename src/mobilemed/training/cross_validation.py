@@ -135,10 +135,10 @@ def cross_validate(run_dir: Path, model, spec: ModelSpec, data: dict, table: Ima
     logits = {"val": oof_logits, **({"val_views": oof_views} if oof_views is not None else {})}
     if len(data["test"].images):
         logits["test"] = predict(model, data["test"].images, spec, config)
-    result = finish_run(run_dir, model, spec, {"train": pool, "val": pool, "test": data["test"]}, config, history,
-                        seconds=time.perf_counter() - started, logits=logits)
-    _add_cv_metrics(run_dir, result, config, per_fold, best_epochs, deployed)
-    return result
+    return finish_run(run_dir, model, spec, {"train": pool, "val": pool, "test": data["test"]}, config, history,
+                      seconds=time.perf_counter() - started, logits=logits,
+                      sections=lambda final_spec, predictions: _cv_metrics(final_spec, predictions["val"], config,
+                                                                          per_fold, best_epochs, deployed))
 
 
 def _run_fold(run_dir: Path, k: int, spec: ModelSpec, pool, pooled: ImageTable, fold: np.ndarray, config, weights,
@@ -191,20 +191,17 @@ def fold_seed(seed: int, k: int) -> int:
     return seed * 1_009 + k
 
 
-def _add_cv_metrics(run_dir: Path, result, config, per_fold: list, best_epochs: list, deployed: str) -> None:
-    """metrics.json["cv"]: the pooled OOF metrics at the deployed operating point, with bootstrap CIs."""
+def _cv_metrics(spec: ModelSpec, oof: SplitPredictions, config, per_fold: list, best_epochs: list,
+                deployed: str) -> dict:
+    """{"cv": the pooled OOF metrics at the deployed operating point (spec's), with bootstrap CIs}."""
     from mobilemed.evaluation.metrics import compute_metrics
-    from mobilemed.evaluation.report import write_report
 
-    oof, spec = result.predictions["val"], result.spec
     report = compute_metrics(oof.y_true, oof.y_prob, task=spec.task, class_names=spec.class_names,
                              thresholds=spec.thresholds, n_bootstrap=config.run.n_bootstrap, seed=config.optim.seed)
-    result.metrics["cv"] = {
+    return {"cv": {
         "folds": len(per_fold), "n": int(len(oof.y_true)), "auroc_per_fold": per_fold,
         "best_epoch_per_fold": best_epochs, "deployed": deployed,
         "pooled_out_of_fold": report.to_dict(),
         "note": "Temperature and thresholds were chosen on these pooled out-of-fold predictions, and each fold "
                 "kept its best epoch by its held-out AUROC: figures at the operating point lean optimistic; "
-                "the test split is the unbiased one"}
-    run_files.write_json(Path(run_dir) / run_files.METRICS, result.metrics)
-    write_report(run_dir)
+                "the test split is the unbiased one"}}

@@ -39,10 +39,12 @@ class TrainResult:
 
 
 def finish_run(run_dir: Path, model, spec: ModelSpec, data: dict, config, history: list, *, seconds: float,
-               logits: dict | None = None) -> TrainResult:
+               logits: dict | None = None, sections=None) -> TrainResult:
     """Choose temperature and thresholds on validation only, store them in best.pt's spec, then
     evaluate the test split once. `logits` may carry the val/test logits already computed (the linear
-    probe has them from cached features). `spec` is left as it was: the result carries the new one."""
+    probe has them from cached features). `spec` is left as it was: the result carries the new one.
+    sections(spec, predictions) -> {key: section}: more metrics.json keys (--cv's, --ensemble's), computed
+    from the final spec and predictions before metrics.json and the report are written, once."""
     from mobilemed.evaluation.calibration import fit_temperature
 
     progress, rule = config.run.progress, config.operating_point
@@ -70,6 +72,8 @@ def finish_run(run_dir: Path, model, spec: ModelSpec, data: dict, config, histor
             write_split_predictions(run_dir, split, predictions[split])
             metrics[split] = _evaluate_split(predictions[split], spec, config, split, in_distribution=np.ones(
                 len(logits[split]), bool) if detector is None else detector.in_distribution(ood_scores[split]))
+    if sections is not None:
+        metrics |= sections(spec, predictions)
     run_files.write_json(run_dir / run_files.HISTORY, history)
     run_files.write_json(run_dir / run_files.METRICS, metrics)
     shown = "test" if "test" in predictions else "val"

@@ -63,18 +63,14 @@ def train_ensemble(run_dir: Path, spec: ModelSpec, data: dict, table, config, we
              [round(m["val_auroc"], 4) for m in members])
     model, spec = load_ensemble([member_dir(run_dir, m) for m in range(count)], spec)
     logits = {s: predict(model, data[s].images, spec, config) for s in ("val", "test") if len(data[s].images)}
-    result = finish_run(run_dir, model, spec, data, config, [], seconds=time.perf_counter() - started, logits=logits)
-    result.metrics["ensemble"] = {
+    section = {"ensemble": {
         "members": count, "seeds": [m["seed"] for m in members], "best_epoch_per_member": [m["best_epoch"]
                                                                                             for m in members],
         "val_auroc_per_member": [m["val_auroc"] for m in members],
         "shared_prefix_seconds": None if shared is None else round(shared.seconds, 1),  # 0: read back on --resume
-        "deployed": f"the mean probability of {count} networks trained on the train split, each from its own seed"}
-    run_files.write_json(Path(run_dir) / run_files.METRICS, result.metrics)
-    from mobilemed.evaluation.report import write_report
-
-    write_report(run_dir)
-    return result
+        "deployed": f"the mean probability of {count} networks trained on the train split, each from its own seed"}}
+    return finish_run(run_dir, model, spec, data, config, [], seconds=time.perf_counter() - started, logits=logits,
+                      sections=lambda _spec, _predictions: section)
 
 
 def _run_member(run_dir: Path, m: int, spec: ModelSpec, data: dict, table, config, weights, train_fn,
